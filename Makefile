@@ -1,0 +1,71 @@
+# A thin front door over `python -m builder`. `make` alone prints this help.
+#   make quickstart                  set up the sandbox, then build, smoke-test and tag 2.13-cpu-debian12
+#   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1]
+#   make render | make test | make lint | make sandbox | make sandbox-down
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TAG ?=
+MIRROR ?=
+SANDBOX_DIR ?= /var/tmp/pytorch-cuda-images-sandbox
+export MIRROR
+
+.DEFAULT_GOAL := help
+.PHONY: help venv render check-render build quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
+
+help: ## Show this help
+	@echo "pytorch-cuda-images: PyTorch + CUDA images from matrix.yaml"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "  TAG=2.9-cuda12.8-ubuntu22.04  MIRROR=official|tuna|aliyun|local  (see README.md)"
+
+$(PY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint]'
+	@touch $(PY)
+
+venv: $(PY) ## Create .venv with the tool and its test dependencies
+
+render: $(PY) ## Render every cell into images/
+	$(PY) -m builder render --all
+
+check-render: $(PY) ## Fail when images/ is stale
+	$(PY) -m builder render --check
+
+build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
+	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
+	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
+	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push)
+
+sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, PyPI mirror (idempotent)
+	$(PY) -m builder.sandbox up
+
+sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit)
+	$(PY) -m builder.sandbox up --cuda
+
+sandbox-down: $(PY) ## Stop the sandbox (PURGE=1 also deletes its cache)
+	$(PY) -m builder.sandbox down $(if $(PURGE),--purge)
+
+quickstart: sandbox ## From nothing: sandbox, then build, smoke-test and tag 2.13-cpu-debian12
+	$(MAKE) build TAG=2.13-cpu-debian12 MIRROR=local
+
+test: $(PY) ## Unit and integration tests (starts the sandbox; needs root for the engine)
+	$(PY) -m pytest -m "not gpu" tests
+
+test-unit: $(PY) ## Unit tests only (no engine)
+	$(PY) -m pytest tests/unit
+
+lint: $(PY) ## ruff, mypy, hadolint on every rendered Dockerfile, render --check
+	$(PY) -m ruff check builder tests bench noxfile.py
+	$(PY) -m ruff format --check builder tests bench noxfile.py
+	$(PY) -m mypy
+	$(PY) -m builder render --check
+
+bench: $(PY) ## Benchmarks (render speed)
+	$(PY) bench/render.py
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,245 @@
+"""Command line: `python -m builder ...` (also installed as `pytorch-cuda-images`).
+
+The only module that exits: every other module raises a BuilderError, turned here into one line per
+problem on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from builder import matrix as matrix_mod
+from builder.errors import BuilderError, ConfigError
+from builder.render import Renderer, cell_immutable_tag, floating_tags, remove_orphans, stale, write
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Build, smoke-test and push PyTorch + CUDA images from matrix.yaml.",
+    pretty_exceptions_enable=False,
+)
+
+MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.", envvar="MATRIX")]
+DEFAULT_OUT = Path("images")
+
+
+def _load(path: Path) -> matrix_mod.Matrix:
+    return matrix_mod.load(path)
+
+
+def _renderer(m: matrix_mod.Matrix) -> Renderer:
+    return Renderer(m.path.resolve().parent / "templates")
+
+
+def _echo(line: str = "") -> None:
+    typer.echo(line)
+
+
+@app.command("list")
+def list_cells(
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of cell objects.")] = False,
+    explain_drops: Annotated[bool, typer.Option("--explain-drops", help="Also list dropped cells and why.")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
+) -> None:
+    """One line per matrix cell (its tag)."""
+    m = _load(matrix)
+    cells = m.select(only) if only else list(m.cells)
+    if as_json:
+        rows = [_cell_summary(c) for c in cells]
+        if explain_drops:
+            payload: object = {"cells": rows, "dropped": [{"tag": d.key.tag, "reasons": list(d.reasons)} for d in m.drops]}
+        else:
+            payload = rows
+        _echo(json.dumps(payload, indent=2))
+        return
+    for cell in cells:
+        _echo(cell.tag)
+    if explain_drops:
+        _echo(f"# dropped {len(m.drops)} impossible cells of the cartesian product:")
+        for drop in m.drops:
+            _echo(f"# {drop.key.tag}: {'; '.join(drop.reasons)}")
+
+
+def _cell_summary(cell: matrix_mod.Cell) -> dict[str, object]:
+    return {
+        "tag": cell.tag,
+        "immutable_tag": cell_immutable_tag(cell),
+        "floating_tags": floating_tags(cell),
+        "torch": cell.key.torch,
+        "torch_version": cell.torch_version,
+        "accelerator": cell.key.accelerator,
+        "cuda_version": cell.cuda_version,
+        "os": cell.key.os,
+        "variant": cell.variant,
+        "python": cell.python_version,
+        "base_image": cell.base_image_ref,
+    }
+
+
+@app.command()
+def validate(matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
+    """Exit 0 when the matrix is valid; 2 with one line per problem when not."""
+    m = _load(matrix)
+    renderer = _renderer(m)
+    for cell in m.cells:
+        renderer.files(cell)
+    _echo(f"{matrix}: valid: {len(m.cells)} cells ({len(m.drops)} impossible combinations dropped)")
+
+
+@app.command()
+def render(
+    tags: Annotated[list[str] | None, typer.Argument(help="Tags or globs; default: all cells.")] = None,
+    all_cells: Annotated[bool, typer.Option("--all", help="Every cell of the matrix.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = DEFAULT_OUT,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 naming stale or missing files.")] = False,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Render Dockerfiles and their context files into OUT/<tag>/."""
+    m = _load(matrix)
+    everything = all_cells or not tags
+    cells = list(m.cells) if everything else m.select(tags or [])
+    renderer = _renderer(m)
+    rendered = {cell.tag: renderer.files(cell) for cell in cells}
+    if check:
+        problems = stale(out, rendered, complete=everything)
+        for problem in problems:
+            _echo(problem)
+        if problems:
+            _echo(f"{len(problems)} rendered files are stale or missing: run `make render` and commit {out}/")
+            raise typer.Exit(1)
+        _echo(f"{out}/: {len(rendered)} cells up to date")
+        return
+    started = time.perf_counter()
+    for tag, files in rendered.items():
+        write(out, tag, files)
+    removed = remove_orphans(out, rendered) if everything else []
+    for path in removed:
+        _echo(f"removed {path}/ (no longer in the matrix)")
+    _echo(f"rendered {len(rendered)} cells into {out}/ in {time.perf_counter() - started:.2f} s")
+
+
+@app.command()
+def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
+    """What TAG resolves to, or why it is impossible."""
+    m = _load(matrix)
+    cell = m.cell(tag)
+    from builder import profiles
+
+    profile = profiles.resolve(m, None) if _profile_resolvable(m) else None
+    rows: list[tuple[str, str]] = [
+        ("tag", cell.tag),
+        ("immutable tag", cell_immutable_tag(cell)),
+        ("floating tags", ", ".join(floating_tags(cell))),
+        ("torch", cell.torch_version),
+        ("torchvision", cell.torchvision_version + ("" if cell.variant == "full" else " (full variant only)")),
+        ("torchaudio", (cell.torchaudio_version or "none released for this torch")
+         + ("" if cell.variant == "full" or not cell.torchaudio_version else " (full variant only)")),
+        ("accelerator", cell.key.accelerator),
+        ("CUDA", cell.cuda_version or "none (CPU build)"),
+        ("cuDNN", cell.cudnn_version or "none"),
+        ("NCCL", cell.nccl_version or "none"),
+        ("minimum driver", cell.min_driver or "none needed"),
+        ("GPU architectures", cell.arch_list or "none"),
+        ("Python", f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s own python3, in /opt/venv)"),
+        ("OS", f"{cell.os_family.capitalize()} {cell.os_version} ({cell.os_codename})"),
+        ("variant", cell.variant),
+        ("base image", cell.base_image_ref),
+        ("wheel source", _wheel_source(cell)),
+    ]
+    if cell.cuda_dev_base:
+        rows.append(("CUDA compiler", "NVIDIA's cuda-toolkit wheels " + str(cell.toolkit_wheel)
+                     if cell.cuda_dev_base == "wheels" else "NVIDIA's cuDNN devel image"))
+    rows.append(("size budget", f"{cell.size_budget_gb} GB"))
+    if profile is not None:
+        rows.append((f"mirror profile ({profile.name})", profile.base_image(cell)))
+        for name, value in profile.build_args(cell).items():
+            if value:
+                rows.append((f"  {name}", value))
+    for warning in cell.warnings:
+        rows.append(("warning", warning))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        _echo(f"{name.ljust(width)}  {value}")
+
+
+def _profile_resolvable(m: matrix_mod.Matrix) -> bool:
+    from builder import profiles
+
+    try:
+        profiles.resolve(m, None)
+    except ConfigError:
+        return False
+    return True
+
+
+def _wheel_source(cell: matrix_mod.Cell) -> str:
+    if cell.wheel_source == "pypi":
+        return f"PyPI (the default Linux wheel carries CUDA {cell.cuda_minor}; no PyTorch index needed)"
+    if cell.wheel_source == "custom":
+        return f"custom index {cell.wheel_index}"
+    return f"PyTorch index {cell.wheel_index} (https://download.pytorch.org/whl/{cell.wheel_index})"
+
+
+@app.command()
+def build(
+    tag: str,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+    out: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
+    mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")] = None,
+    require_gpu: Annotated[bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")] = False,
+    smoke_timeout: Annotated[float, typer.Option("--smoke-timeout", help="Seconds.")] = 300.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the layer cache.")] = False,
+) -> None:
+    """Resolve and render TAG, then build it, run its smoke tests and tag it."""
+    from rich.console import Console
+
+    from builder import pipeline, profiles
+    from builder.engine import Engine
+
+    m = _load(matrix)
+    cell = m.cell(tag)
+    profile = profiles.resolve(m, mirror)
+    console = Console(stderr=True)
+    for warning in cell.warnings:
+        console.print(f"warning: {warning}")
+    engine = Engine.connect()
+    built = pipeline.build_cell(
+        engine, _renderer(m), cell, profile, out=out, console=console, require_gpu=require_gpu,
+        smoke_timeout=smoke_timeout, nocache=no_cache,
+    )
+    size_gb = built.size_bytes / 1e9
+    _echo(f"{cell.tag}: tagged {', '.join(built.tags)} ({size_gb:.2f} GB, built in {built.build_seconds:.0f} s)")
+    run_hint = "docker run --rm -it"
+    if cell.is_cuda:
+        run_hint += " --gpus all"
+    if cell.variant == "full":
+        run_hint += " -p 8888:8888 -p 2222:22 -v $(pwd):/workspace"
+    _echo(f"run it: {run_hint} {built.tags[0]}")
+
+
+def main() -> None:
+    """Run the CLI; BuilderErrors become one line per problem and their exit code."""
+    try:
+        result = app(standalone_mode=False)
+    except BuilderError as exc:
+        for line in exc.lines:
+            typer.echo(f"error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

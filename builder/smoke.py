@@ -1,0 +1,75 @@
+"""Host side of the smoke gate: run the in-image suite (`smoke_suite.py`) in a container and judge it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from builder.engine import Engine
+from builder.errors import SmokeFailedError
+
+IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass
+class SmokeReport:
+    """The suite's JSON report plus how the run ended."""
+
+    passed: bool
+    gpu: bool
+    checks: list[dict[str, Any]]
+    seconds: float
+    raw: dict[str, Any]
+
+    def failures(self) -> list[dict[str, Any]]:
+        return [c for c in self.checks if c.get("status") == "fail"]
+
+    def table(self) -> list[str]:
+        width = max((len(str(c.get("name", ""))) for c in self.checks), default=10)
+        return [
+            f"{str(c.get('name', '')).ljust(width)}  {str(c.get('status', '')).ljust(7)} "
+            f"{float(c.get('duration_s', 0.0)):6.2f}s  {c.get('detail', '')}"
+            for c in self.checks
+        ]
+
+
+def suite_command(*, require_gpu: bool, timeout: float) -> list[str]:
+    command = ["python", f"{IN_IMAGE_DIR}/smoke.py", "--cell", f"{IN_IMAGE_DIR}/cell.json", "--json",
+               "--timeout", str(timeout)]
+    return [*command, "--require-gpu"] if require_gpu else command
+
+
+def run(
+    engine: Engine, image: str, *, require_gpu: bool = False, gpus: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> SmokeReport:
+    """Run the suite in a fresh container; a failure, a timeout or unreadable output raises."""
+    result = engine.run(image, suite_command(require_gpu=require_gpu, timeout=timeout), timeout=timeout + 30,
+                        gpus=gpus)
+    if result.exit_code is None:
+        raise SmokeFailedError(f"smoke suite timed out after {timeout:.0f} s in {image}")
+    try:
+        raw: dict[str, Any] = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-10:]
+        raise SmokeFailedError(
+            f"smoke suite gave no report (exit {result.exit_code})",
+            lines=[f"smoke suite gave no report (exit {result.exit_code}); last output:", *tail],
+        ) from None
+    report = SmokeReport(
+        passed=bool(raw.get("passed")) and result.exit_code == 0,
+        gpu=bool(raw.get("gpu")),
+        checks=list(raw.get("checks", [])),
+        seconds=result.seconds,
+        raw=raw,
+    )
+    if not report.passed:
+        failed = report.failures()
+        names = ", ".join(str(c.get("name")) for c in failed) or f"exit code {result.exit_code}"
+        raise SmokeFailedError(
+            f"smoke tests failed: {names}",
+            lines=[f"smoke tests failed: {names}", *(f"  {c.get('name')}: {c.get('detail')}" for c in failed)],
+        )
+    return report
