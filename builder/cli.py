@@ -207,7 +207,7 @@ def build(
     m = _load(matrix)
     cell = m.cell(tag)
     profile = profiles.resolve(m, mirror)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     for warning in cell.warnings:
         console.print(f"warning: {warning}")
     engine = Engine.connect()
@@ -223,6 +223,33 @@ def build(
     if cell.variant == "full":
         run_hint += " -p 8888:8888 -p 2222:22 -v $(pwd):/workspace"
     _echo(f"run it: {run_hint} {built.tags[0]}")
+
+
+@app.command("smoke")
+def smoke_command(
+    target: Annotated[str, typer.Argument(help="A tag of the matrix (its local image) or any image reference.")],
+    require_gpu: Annotated[bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Suite timeout in seconds.")] = 300.0,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Run the in-image smoke suite against a built image (exit 1 when a check fails)."""
+    from builder import pipeline, smoke
+    from builder.engine import Engine
+    from builder.tags import TAG_RE
+
+    image = target
+    if TAG_RE.match(target):
+        image = pipeline.local_references(_load(matrix).cell(target))[0]
+    engine = Engine.connect()
+    report = smoke.run(engine, image, require_gpu=require_gpu, gpus=engine.has_nvidia_runtime(), timeout=timeout)
+    if as_json:
+        _echo(json.dumps(report.raw, indent=2))
+    else:
+        for line in report.table():
+            _echo(line)
+    smoke.gate(report)
+    _echo(f"{image}: smoke tests passed in {report.seconds:.1f} s")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from builder import smoke
+from builder import profiles, smoke
 from builder.cell import Cell
 from builder.engine import Engine
+from builder.errors import MirrorError
 from builder.profiles import ResolvedProfile
 from builder.render import CA_PLACEHOLDER, LABEL_PREFIX, Renderer, cell_immutable_tag, content_hash, write
 
@@ -84,6 +86,9 @@ def build_cell(
     context = build_context(renderer, cell, profile)
     build_args = profile.build_args(cell)
     base_ref = profile.base_image(cell)
+    problems = profiles.unreachable(profile, cell)
+    if problems:
+        raise MirrorError(problems[0], lines=problems)
     console.print(f"[bold]{cell.tag}[/]: pulling base {base_ref} (profile {profile.name})")
     base_digest = engine.pull(base_ref)
     chash = content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
@@ -110,11 +115,13 @@ def build_cell(
         try:
             report = smoke.run(engine, result.image_id, require_gpu=require_gpu, gpus=gpus,
                                timeout=smoke_timeout)
-        except Exception:
+            for line in report.table():
+                console.print(f"  {line}", markup=False, highlight=False)
+            (out / cell.tag / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
+            smoke.gate(report)
+        except BaseException:
             engine.remove_image(result.image_id)
             raise
-        for line in report.table():
-            console.print(f"  {line}", markup=False, highlight=False)
         console.print(f"{cell.tag}: smoke tests passed in {report.seconds:.1f} s")
     references = local_references(cell)
     for reference in references:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -102,3 +104,32 @@ def resolve(matrix: Matrix, name: str | None = None) -> ResolvedProfile:
         trusted_host=profile.trusted_host,
         ca_bundle=ca_bundle,
     )
+
+
+def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) -> list[str]:
+    """The profile's package indexes this cell needs that do not answer, each with the URL that failed.
+
+    Builds use host networking, so what this host reaches is what the build reaches.
+    """
+    args = profile.build_args(cell)
+    urls = [args["PIP_INDEX_URL"], args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
+    problems: list[str] = []
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}) if _is_loopback(args["PIP_INDEX_URL"])
+                                         else urllib.request.ProxyHandler())
+    for url in dict.fromkeys(u for u in urls if u):
+        probe = url.rstrip("/") + "/"
+        try:
+            with opener.open(urllib.request.Request(probe, method="GET"), timeout=timeout) as response:
+                response.read(1)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):  # an index behind auth still answers
+                problems.append(f"{probe} answered HTTP {exc.code}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problems.append(f"{probe} is unreachable ({reason})")
+    return [f"mirror profile {profile.name!r}: {problem}" for problem in problems]
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.")

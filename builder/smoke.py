@@ -45,7 +45,7 @@ def run(
     engine: Engine, image: str, *, require_gpu: bool = False, gpus: bool = False,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> SmokeReport:
-    """Run the suite in a fresh container; a failure, a timeout or unreadable output raises."""
+    """Run the suite in a fresh container; a timeout or unreadable output raises, failed checks do not."""
     result = engine.run(image, suite_command(require_gpu=require_gpu, timeout=timeout), timeout=timeout + 30,
                         gpus=gpus)
     if result.exit_code is None:
@@ -58,13 +58,17 @@ def run(
             f"smoke suite gave no report (exit {result.exit_code})",
             lines=[f"smoke suite gave no report (exit {result.exit_code}); last output:", *tail],
         ) from None
-    report = SmokeReport(
+    return SmokeReport(
         passed=bool(raw.get("passed")) and result.exit_code == 0,
         gpu=bool(raw.get("gpu")),
         checks=list(raw.get("checks", [])),
         seconds=result.seconds,
         raw=raw,
     )
+
+
+def gate(report: SmokeReport) -> None:
+    """Raise SmokeFailedError naming every failed check: such an image is never tagged."""
     if not report.passed:
         failed = report.failures()
         names = ", ".join(str(c.get("name")) for c in failed) or f"exit code {result.exit_code}"
@@ -72,4 +76,3 @@ def run(
             f"smoke tests failed: {names}",
             lines=[f"smoke tests failed: {names}", *(f"  {c.get('name')}: {c.get('detail')}" for c in failed)],
         )
-    return report

@@ -1,0 +1,71 @@
+"""Integration fixtures: the real loopback sandbox, a real engine, and the CLI run as users run it.
+
+Outside CI a machine that cannot run the sandbox skips these tests; with CI=true that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from builder import sandbox
+from builder.errors import SandboxError
+from tests.conftest import REPO, in_ci
+
+
+@dataclass
+class Cli:
+    """Runs `python -m builder` with the local profile's environment."""
+
+    env: dict[str, str]
+    cwd: Path = REPO
+
+    def __call__(self, *args: str, timeout: float = 1800, extra_env: dict[str, str] | None = None,
+                 ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "builder", *args], cwd=self.cwd, env={**self.env, **(extra_env or {})},
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def sandbox_info() -> Iterator[sandbox.SandboxInfo]:
+    try:
+        yield sandbox.up(sandbox.DEFAULT_STATE_DIR, with_cuda=True, log=lambda msg: print(msg, file=sys.stderr))
+    except SandboxError as err:
+        if in_ci():
+            pytest.fail(f"the sandbox (engine, registry, PyPI mirror) did not come up: {err}")
+        pytest.skip(f"sandbox unavailable here: {err}")
+
+
+@pytest.fixture(scope="session")
+def local_env(sandbox_info: sandbox.SandboxInfo) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**env, **sandbox_info.profile_env(), "MIRROR": "local"}
+
+
+@pytest.fixture(scope="session")
+def cli(local_env: dict[str, str]) -> Cli:
+    return Cli(env=local_env)
+
+
+@pytest.fixture(scope="session")
+def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
+    from builder.engine import Engine
+
+    return Engine.connect()
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of matrix.yaml and templates/ that a test may edit."""
+    shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    return tmp_path

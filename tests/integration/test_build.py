@@ -1,0 +1,175 @@
+"""Real builds through the loopback mirrors: the CLI as users run it, a real engine, real containers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.conftest import Cli
+
+pytestmark = pytest.mark.integration
+
+CPU_TAG = "2.13-cpu-debian12"
+CPU_IMAGE = f"pytorch-cuda-images:{CPU_TAG}"
+CUDA_TAG = "2.14-cuda13.0-debian12"
+CUDA_IMAGE = f"pytorch-cuda-images:{CUDA_TAG}"
+NAIVE_CUDA_IMAGE_BYTES = 6.01e9  # measured: naive single-stage build of the same content
+
+
+def image_id(engine, reference: str) -> str | None:  # type: ignore[no-untyped-def]
+    return engine.image_attrs(reference)["Id"] if engine.image_exists(reference) else None
+
+
+def add_override(project: Path, override: dict[str, object]) -> None:
+    spec = yaml.safe_load((project / "matrix.yaml").read_text())
+    spec["overrides"] = [*spec.get("overrides", []), override]
+    (project / "matrix.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def docker_exec(image: str, *command: str) -> str:
+    return subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "", image, *command],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def cpu_build(cli: Cli) -> subprocess.CompletedProcess[str]:
+    result = cli("build", CPU_TAG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_cpu_build_smoke_tests_and_tags(cpu_build: subprocess.CompletedProcess[str], engine) -> None:  # type: ignore[no-untyped-def]
+    assert "smoke tests passed" in cpu_build.stderr
+    assert f"tagged {CPU_IMAGE}, pytorch-cuda-images:2.13.0-cpu-debian12" in cpu_build.stdout
+    assert f"run it: docker run --rm -it {CPU_IMAGE}" in cpu_build.stdout
+    assert image_id(engine, CPU_IMAGE) == image_id(engine, "pytorch-cuda-images:2.13.0-cpu-debian12")
+
+
+def test_cpu_image_carries_labels(cpu_build: subprocess.CompletedProcess[str], engine) -> None:  # type: ignore[no-untyped-def]
+    labels = engine.image_attrs(CPU_IMAGE)["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == "2.13.0-cpu-debian12"
+    assert labels["org.opencontainers.image.base.name"].endswith("/library/debian:12")
+    assert labels["org.opencontainers.image.base.digest"].startswith("sha256:")
+    assert len(labels["org.opencontainers.image.revision"]) in (40, 7) or labels[
+        "org.opencontainers.image.revision"] == "unknown"
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+    assert labels["dev.pytorch-cuda-images.torch"] == "2.13.0"
+    assert labels["dev.pytorch-cuda-images.cuda"] == "none"
+    assert labels["dev.pytorch-cuda-images.variant"] == "slim"
+    assert len(labels["dev.pytorch-cuda-images.content-hash"]) == 64
+
+
+def test_cpu_image_uses_the_profile_mirrors(cpu_build: subprocess.CompletedProcess[str], local_env: dict[str, str]) -> None:
+    pip_conf = docker_exec(CPU_IMAGE, "cat", "/etc/pip.conf")
+    assert f"index-url = {local_env['SANDBOX_PYPI_URL']}" in pip_conf
+    freeze = docker_exec(CPU_IMAGE, "pip", "freeze")
+    assert "torch==2.13.0+cpu" in freeze
+
+
+def test_build_log_is_written(cpu_build: subprocess.CompletedProcess[str], repo: Path) -> None:
+    log = (repo / "images" / CPU_TAG / "build.log").read_text()
+    assert "Step 1/" in log
+    assert "Successfully built" in log
+
+
+def test_rebuild_is_cached_and_fast(cpu_build: subprocess.CompletedProcess[str], cli: Cli) -> None:
+    started = time.monotonic()
+    result = cli("build", CPU_TAG)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 60
+
+
+def test_no_engine_is_exit_3_with_one_line(cli: Cli) -> None:
+    result = cli("build", CPU_TAG, extra_env={"DOCKER_HOST": "tcp://127.0.0.1:9"})
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no Docker engine answers at tcp://127.0.0.1:9" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_build_names_the_step_and_tags_nothing(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+    before = image_id(engine, CPU_IMAGE)
+    add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN echo about-to-fail && exit 7"})
+    result = Cli(env=local_env, cwd=project_copy)("build", CPU_TAG, "--out", str(project_copy / "images"))
+    assert result.returncode == 1
+    assert "build failed at Step" in result.stderr and "exit 7" in result.stderr
+    assert "about-to-fail" in result.stderr  # the log tail
+    assert "Traceback" not in result.stderr
+    assert image_id(engine, CPU_IMAGE) == before
+
+
+def test_failed_smoke_test_tags_nothing(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+    before = image_id(engine, CPU_IMAGE)
+    add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN pip uninstall --yes numpy"})
+    result = Cli(env=local_env, cwd=project_copy)("build", CPU_TAG, "--out", str(project_copy / "images"))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "smoke tests failed: numpy" in result.stderr
+    assert image_id(engine, CPU_IMAGE) == before
+
+
+def test_missing_base_image_names_the_reference(cli: Cli, local_env: dict[str, str]) -> None:
+    result = cli("build", "2.13-cpu-ubuntu24.04")
+    assert result.returncode == 1
+    assert f"{local_env['SANDBOX_REGISTRY']}/library/ubuntu:24.04" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_mirror_names_url_and_profile(cli: Cli) -> None:
+    result = cli("build", CPU_TAG, extra_env={"SANDBOX_PYPI_URL": "http://127.0.0.1:9/simple"})
+    assert result.returncode == 1
+    assert "mirror profile 'local': http://127.0.0.1:9/simple/ is unreachable" in result.stderr
+
+
+def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+    before = image_id(engine, CPU_IMAGE)
+    containers_before = {c.id for c in engine.client.containers.list(all=True)}
+    add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN echo long-step && sleep 120"})
+    log = project_copy / "images" / CPU_TAG / "build.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", CPU_TAG, "--out", str(project_copy / "images")],
+        cwd=project_copy, env=local_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (log.exists() and "long-step" in log.read_text()):
+        time.sleep(0.5)
+    assert log.exists() and "long-step" in log.read_text(), "the build never reached the long step"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    time.sleep(5)  # the engine cancels the build when the client goes away
+    left = {c.id for c in engine.client.containers.list(all=True)} - containers_before
+    assert not left, f"dangling containers after Ctrl-C: {left}"
+    assert image_id(engine, CPU_IMAGE) == before
+
+
+@pytest.mark.slow
+def test_cuda_slim_image_from_local_wheels(cli: Cli, engine) -> None:  # type: ignore[no-untyped-def]
+    result = cli("build", CUDA_TAG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((Path(__file__).resolve().parents[2] / "images" / CUDA_TAG / "smoke-result.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["cuda_version"]["status"] == "pass" and "13.0" in checks["cuda_version"]["detail"]
+    assert checks["cudnn"]["status"] == "pass" and "9" in checks["cudnn"]["detail"]
+    assert checks["nccl_version"]["status"] == "pass"
+    assert checks["arch_list"]["status"] == "pass" and "sm_90" in checks["arch_list"]["detail"]
+    for name in ("gpu_matmul_fp32", "gpu_conv2d", "gpu_nccl"):
+        assert checks[name]["status"] == "skipped" and "no GPU" in checks[name]["detail"]
+    size = engine.image_attrs(CUDA_IMAGE)["Size"]
+    assert size <= NAIVE_CUDA_IMAGE_BYTES, f"{size / 1e9:.2f} GB > naive 6.01 GB"
+
+
+@pytest.mark.slow
+def test_require_gpu_without_gpu_fails_with_one_clear_line(cli: Cli) -> None:
+    result = cli("smoke", CUDA_TAG, "--require-gpu")
+    assert result.returncode == 1
+    assert "no GPU visible" in result.stdout + result.stderr
