@@ -119,10 +119,13 @@ class Engine:
         repository, _, tag = reference.rpartition(":")
         self.client.api.tag(image_id, repository, tag)
 
-    def remove_image(self, reference: str) -> None:
-        """Remove an image; one still referenced by tags or containers is left alone."""
+    def remove_image(self, reference: str, *, keep_parents: bool = False) -> None:
+        """Remove an image (keep_parents: leave its untagged parent layers as build cache).
+
+        One still referenced by containers is left alone.
+        """
         try:
-            self.client.images.remove(reference, noprune=False)
+            self.client.images.remove(reference, noprune=keep_parents)
         except docker.errors.APIError:
             pass
 

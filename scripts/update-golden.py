@@ -47,7 +47,9 @@ def render_golden() -> dict[str, dict[str, bytes]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="Only report golden files that differ.")
     args = parser.parse_args(argv)
 

@@ -48,7 +48,7 @@ def sandbox_info() -> Iterator[sandbox.SandboxInfo]:
 @pytest.fixture(scope="session")
 def local_env(sandbox_info: sandbox.SandboxInfo) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    return {**env, **sandbox_info.profile_env(), "MIRROR": "local"}
+    return {**env, **sandbox_info.profile_env(), "MIRROR": "local", "PYTHONPATH": str(REPO)}
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +58,18 @@ def cli(local_env: dict[str, str]) -> Cli:
 
 @pytest.fixture(scope="session")
 def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
-    from builder.engine import Engine
+    """The engine; at the end of the session the images the tests tagged are untagged again.
 
-    return Engine.connect()
+    Their layers stay as build cache, so repeated CI runs on one machine reuse them and disk use stays flat.
+    """
+    from builder.engine import Engine
+    from builder.pipeline import LOCAL_REPOSITORY
+
+    engine = Engine.connect()
+    yield engine
+    for image in engine.client.images.list(name=LOCAL_REPOSITORY):
+        for reference in image.tags:
+            engine.remove_image(reference, keep_parents=True)
 
 
 @pytest.fixture

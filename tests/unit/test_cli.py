@@ -1,0 +1,203 @@
+"""`python -m builder` as a user runs it: subprocesses, exit codes, one-line errors, no engine anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+NO_ENGINE = "unix:///nonexistent/unit-tests-use-no-engine.sock"
+COMMANDS = ("list", "validate", "render", "explain", "build")
+
+
+def cli(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": NO_ENGINE, "PYTHONPATH": str(REPO), "COLUMNS": "120", "NO_COLOR": "1"}
+    env.pop("MATRIX", None)
+    env.pop("MIRROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr of a failed command: only `error: ...` lines, never a traceback."""
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines, "no error message on stderr"
+    assert all(line.startswith("error: ") for line in lines), result.stderr
+    return lines
+
+
+@pytest.fixture(scope="module")
+def listed() -> list[str]:
+    result = cli("list")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_list_prints_one_tag_per_line(listed: list[str]) -> None:
+    from builder.tags import format_tag, parse_tag
+
+    assert "2.13-cpu-debian12" in listed
+    assert "2.14-cuda13.0-debian12" in listed
+    assert "2.7-cuda11.8-ubuntu22.04-full" in listed
+    assert len(listed) >= 40
+    assert len(listed) == len(set(listed))
+    for line in listed:
+        assert format_tag(parse_tag(line)) == line  # a canonical tag and nothing else
+
+
+def test_list_json(listed: list[str]) -> None:
+    result = cli("list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list)
+    assert [row["tag"] for row in rows] == listed
+    for row in rows:
+        assert {"tag", "torch", "accelerator", "os", "variant", "python", "base_image"} <= set(row)
+    by_tag = {row["tag"]: row for row in rows}
+    cpu = by_tag["2.13-cpu-debian12"]
+    assert (cpu["torch"], cpu["accelerator"], cpu["os"], cpu["variant"]) == (
+        "2.13",
+        "cpu",
+        "debian12",
+        "slim",
+    )
+    assert cpu["python"] == "3.11"
+    assert cpu["base_image"] == "docker.io/library/debian:12"
+    full = by_tag["2.9-cuda12.8-ubuntu22.04-full"]
+    assert full["variant"] == "full"
+    assert full["base_image"] == "docker.io/nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04"
+
+
+def test_list_explain_drops(listed: list[str]) -> None:
+    result = cli("list", "--explain-drops")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[: len(listed)] == listed
+    drops = {line.split(": ", 1)[0].removeprefix("# "): line for line in lines if line.startswith("# 2.")}
+    assert "2.9-cuda11.8-ubuntu22.04" in drops
+    assert "PyTorch 2.9 publishes no CUDA 11.8 wheels" in drops["2.9-cuda11.8-ubuntu22.04"]
+    assert not set(drops) & set(listed)
+
+
+def test_list_only_selects_by_glob() -> None:
+    result = cli("list", "--only", "2.13-cpu-*")
+    assert result.returncode == 0, result.stderr
+    tags = result.stdout.splitlines()
+    assert "2.13-cpu-debian12" in tags
+    assert all(tag.startswith("2.13-cpu-") for tag in tags)
+
+
+def test_validate_default_matrix() -> None:
+    result = cli("validate")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_validate_missing_matrix_file() -> None:
+    result = cli("validate", "--matrix", "BAD")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "BAD" in line
+
+
+def test_validate_bad_matrix_file(tmp_path: Path) -> None:
+    bad = tmp_path / "matrix.yaml"
+    bad.write_text(
+        "axes:\n  torch: ['2.9']\n  accelerator: [cuda12.8]\n  os: [ubuntu22.04]\n  flavour: [slim]\n"
+    )
+    result = cli("validate", "--matrix", str(bad))
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert any(str(bad) in line and "flavour" in line for line in lines), lines
+
+
+def test_explain_a_cell() -> None:
+    result = cli("explain", "2.14-cuda13.0-debian12")
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        name, _, value = line.partition("  ")
+        rows[name.strip()] = value.strip()
+    assert rows["torch"] == "2.14.1"
+    assert rows["CUDA"] == "13.0.3"
+    assert rows["cuDNN"].startswith("9.")
+    assert rows["Python"].startswith("3.11")
+    assert rows["base image"] == "docker.io/library/debian:12"
+    assert rows["minimum driver"] == "580.65.06"
+    assert rows["immutable tag"] == "2.14.1-cuda13.0.3-cudnn9-debian12"
+    assert rows["wheel source"].startswith("PyPI")
+
+
+def test_explain_an_impossible_cell() -> None:
+    result = cli("explain", "2.9-cuda11.8-ubuntu20.04")
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert any("PyTorch 2.9 publishes no CUDA 11.8 wheels" in line for line in lines)
+    assert result.stdout == ""
+
+
+def test_build_of_an_impossible_cell_fails_fast_without_an_engine() -> None:
+    started = time.perf_counter()
+    result = cli("build", "2.9-cuda11.8-ubuntu20.04")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert elapsed < 2.0, f"took {elapsed:.2f} s"
+    lines = error_lines(result)
+    text = "\n".join(lines)
+    wheels = next(line for line in lines if "publishes no CUDA 11.8 wheels" in line)
+    assert "PyTorch 2.9 publishes no CUDA 11.8 wheels" in wheels
+    published = wheels.split("publishes CUDA", 1)[1]
+    for version in ("12.6", "12.8", "13.0"):
+        assert version in published
+    assert "2.9-cuda12.6-ubuntu22.04" in text
+    assert "2.7-cuda11.8-ubuntu22.04" in text
+    assert "engine" not in text.lower() and "docker" not in text.lower()  # never got as far as the engine
+
+
+@pytest.mark.parametrize("command", ["explain", "build"])
+@pytest.mark.parametrize("tag", ["2.9-cuda11", "2.9_cuda12.8_ubuntu22.04", "torch-latest"])
+def test_malformed_tag_names_the_grammar(command: str, tag: str) -> None:
+    result = cli(command, tag)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert f"malformed tag {tag!r}" in line
+    assert "{torch}-{accelerator}-{os}[-{variant}]" in line
+
+
+def test_no_arguments_prints_help() -> None:
+    result = cli()
+    assert result.returncode in (0, 2)
+    assert "Traceback" not in result.stderr
+    text = result.stdout + result.stderr
+    assert "Usage" in text
+    for command in COMMANDS:
+        assert command in text, command
+
+
+def test_help_lists_the_commands() -> None:
+    result = cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_unknown_option_is_a_one_line_usage_error() -> None:
+    result = cli("list", "--bogus")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "--bogus" in line

