@@ -29,7 +29,9 @@ class Cell:
     os_family: str
     os_version: str
     os_codename: str
-    base_image: str  # registry-relative, e.g. "library/debian:12" or "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04"
+    base_image: (
+        str  # registry-relative, e.g. "library/debian:12" or "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04"
+    )
     wheel_source: str  # "pypi" | "pytorch" | "custom"
     wheel_index: str  # index path suffix ("cu128", "cpu") or a custom URL; "" for pypi
     local_label: str  # "+cu128", "+cpu" or ""

@@ -16,6 +16,7 @@ import click
 import typer
 
 from builder import matrix as matrix_mod
+from builder.cell import Cell
 from builder.errors import BuilderError, ConfigError
 from builder.render import Renderer, cell_immutable_tag, floating_tags, remove_orphans, stale, write
 
@@ -46,7 +47,9 @@ def _echo(line: str = "") -> None:
 def list_cells(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON list of cell objects.")] = False,
-    explain_drops: Annotated[bool, typer.Option("--explain-drops", help="Also list dropped cells and why.")] = False,
+    explain_drops: Annotated[
+        bool, typer.Option("--explain-drops", help="Also list dropped cells and why.")
+    ] = False,
     only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
 ) -> None:
     """One line per matrix cell (its tag)."""
@@ -55,7 +58,10 @@ def list_cells(
     if as_json:
         rows = [_cell_summary(c) for c in cells]
         if explain_drops:
-            payload: object = {"cells": rows, "dropped": [{"tag": d.key.tag, "reasons": list(d.reasons)} for d in m.drops]}
+            payload: object = {
+                "cells": rows,
+                "dropped": [{"tag": d.key.tag, "reasons": list(d.reasons)} for d in m.drops],
+            }
         else:
             payload = rows
         _echo(json.dumps(payload, indent=2))
@@ -68,7 +74,7 @@ def list_cells(
             _echo(f"# {drop.key.tag}: {'; '.join(drop.reasons)}")
 
 
-def _cell_summary(cell: matrix_mod.Cell) -> dict[str, object]:
+def _cell_summary(cell: Cell) -> dict[str, object]:
     return {
         "tag": cell.tag,
         "immutable_tag": cell_immutable_tag(cell),
@@ -139,24 +145,39 @@ def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
         ("immutable tag", cell_immutable_tag(cell)),
         ("floating tags", ", ".join(floating_tags(cell))),
         ("torch", cell.torch_version),
-        ("torchvision", cell.torchvision_version + ("" if cell.variant == "full" else " (full variant only)")),
-        ("torchaudio", (cell.torchaudio_version or "none released for this torch")
-         + ("" if cell.variant == "full" or not cell.torchaudio_version else " (full variant only)")),
+        (
+            "torchvision",
+            cell.torchvision_version + ("" if cell.variant == "full" else " (full variant only)"),
+        ),
+        (
+            "torchaudio",
+            (cell.torchaudio_version or "none released for this torch")
+            + ("" if cell.variant == "full" or not cell.torchaudio_version else " (full variant only)"),
+        ),
         ("accelerator", cell.key.accelerator),
         ("CUDA", cell.cuda_version or "none (CPU build)"),
-        ("cuDNN", cell.cudnn_version or "none"),
+        ("cuDNN", _cudnn_text(cell)),
         ("NCCL", cell.nccl_version or "none"),
         ("minimum driver", cell.min_driver or "none needed"),
         ("GPU architectures", cell.arch_list or "none"),
-        ("Python", f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s own python3, in /opt/venv)"),
+        (
+            "Python",
+            f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s python3, in /opt/venv)",
+        ),
         ("OS", f"{cell.os_family.capitalize()} {cell.os_version} ({cell.os_codename})"),
         ("variant", cell.variant),
         ("base image", cell.base_image_ref),
         ("wheel source", _wheel_source(cell)),
     ]
     if cell.cuda_dev_base:
-        rows.append(("CUDA compiler", "NVIDIA's cuda-toolkit wheels " + str(cell.toolkit_wheel)
-                     if cell.cuda_dev_base == "wheels" else "NVIDIA's cuDNN devel image"))
+        rows.append(
+            (
+                "CUDA compiler",
+                "NVIDIA's cuda-toolkit wheels " + str(cell.toolkit_wheel)
+                if cell.cuda_dev_base == "wheels"
+                else "NVIDIA's cuDNN devel image",
+            )
+        )
     rows.append(("size budget", f"{cell.size_budget_gb} GB"))
     if profile is not None:
         rows.append((f"mirror profile ({profile.name})", profile.base_image(cell)))
@@ -170,6 +191,16 @@ def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
         _echo(f"{name.ljust(width)}  {value}")
 
 
+def _cudnn_text(cell: Cell) -> str:
+    if not cell.cudnn_version:
+        return "none"
+    if "." in cell.cudnn_version:
+        return cell.cudnn_version
+    return (
+        f"{cell.cudnn_version}.x (the {cell.wheel_index} build pins its own patch; the smoke test reports it)"
+    )
+
+
 def _profile_resolvable(m: matrix_mod.Matrix) -> bool:
     from builder import profiles
 
@@ -180,7 +211,7 @@ def _profile_resolvable(m: matrix_mod.Matrix) -> bool:
     return True
 
 
-def _wheel_source(cell: matrix_mod.Cell) -> str:
+def _wheel_source(cell: Cell) -> str:
     if cell.wheel_source == "pypi":
         return f"PyPI (the default Linux wheel carries CUDA {cell.cuda_minor}; no PyTorch index needed)"
     if cell.wheel_source == "custom":
@@ -194,7 +225,9 @@ def build(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     out: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
     mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")] = None,
-    require_gpu: Annotated[bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")] = False,
+    require_gpu: Annotated[
+        bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")
+    ] = False,
     smoke_timeout: Annotated[float, typer.Option("--smoke-timeout", help="Seconds.")] = 300.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the layer cache.")] = False,
 ) -> None:
@@ -212,11 +245,20 @@ def build(
         console.print(f"warning: {warning}")
     engine = Engine.connect()
     built = pipeline.build_cell(
-        engine, _renderer(m), cell, profile, out=out, console=console, require_gpu=require_gpu,
-        smoke_timeout=smoke_timeout, nocache=no_cache,
+        engine,
+        _renderer(m),
+        cell,
+        profile,
+        out=out,
+        console=console,
+        require_gpu=require_gpu,
+        smoke_timeout=smoke_timeout,
+        nocache=no_cache,
     )
     size_gb = built.size_bytes / 1e9
-    _echo(f"{cell.tag}: tagged {', '.join(built.tags)} ({size_gb:.2f} GB, built in {built.build_seconds:.0f} s)")
+    _echo(
+        f"{cell.tag}: tagged {', '.join(built.tags)} ({size_gb:.2f} GB, built in {built.build_seconds:.0f} s)"
+    )
     run_hint = "docker run --rm -it"
     if cell.is_cuda:
         run_hint += " --gpus all"
@@ -227,8 +269,12 @@ def build(
 
 @app.command("smoke")
 def smoke_command(
-    target: Annotated[str, typer.Argument(help="A tag of the matrix (its local image) or any image reference.")],
-    require_gpu: Annotated[bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")] = False,
+    target: Annotated[
+        str, typer.Argument(help="A tag of the matrix (its local image) or any image reference.")
+    ],
+    require_gpu: Annotated[
+        bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Suite timeout in seconds.")] = 300.0,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
@@ -242,7 +288,9 @@ def smoke_command(
     if TAG_RE.match(target):
         image = pipeline.local_references(_load(matrix).cell(target))[0]
     engine = Engine.connect()
-    report = smoke.run(engine, image, require_gpu=require_gpu, gpus=engine.has_nvidia_runtime(), timeout=timeout)
+    report = smoke.run(
+        engine, image, require_gpu=require_gpu, gpus=engine.has_nvidia_runtime(), timeout=timeout
+    )
     if as_json:
         _echo(json.dumps(report.raw, indent=2))
     else:
@@ -260,10 +308,13 @@ def main() -> None:
         for line in exc.lines:
             typer.echo(f"error: {line}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except (click.ClickException, typer.TyperException) as exc:  # typer may bundle its own click
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())
+            sys.exit(0)
         typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -158,7 +158,8 @@ def _dev_base_problems(key: CellKey, cuda: str, settings: Settings, data: Compat
         if "devel" not in cuda_release.images.get(key.os, []):
             where = [os for os, kinds in cuda_release.images.items() if "devel" in kinds]
             return [
-                f"NVIDIA publishes no nvidia/cuda:{cuda_release.version}-{cuda_release.cudnn_image_tag}-devel "
+                f"NVIDIA publishes no nvidia/cuda:{cuda_release.version}-"
+                f"{cuda_release.cudnn_image_tag}-devel "
                 f"image for {os_label(key.os, data)} (it does for {', '.join(where) or 'no OS'})"
             ]
         return []

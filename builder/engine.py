@@ -194,21 +194,35 @@ class Engine:
                     *("  " + line for line in tail),
                 ],
             )
-        return BuildResult(image_id=image_id, steps=steps, seconds=time.perf_counter() - started, log_path=log_path)
+        return BuildResult(
+            image_id=image_id, steps=steps, seconds=time.perf_counter() - started, log_path=log_path
+        )
 
     # --- containers -----------------------------------------------------------------------------
     @contextmanager
     def container(
-        self, image: str, command: list[str], *, gpus: bool = False, env: Mapping[str, str] | None = None,
-        network_host: bool = False, **kwargs: Any,
+        self,
+        image: str,
+        command: list[str],
+        *,
+        gpus: bool = False,
+        env: Mapping[str, str] | None = None,
+        network_host: bool = False,
+        **kwargs: Any,
     ) -> Iterator[Any]:
         """A started container with a unique name, removed afterwards whatever happens."""
         name = f"pci-{uuid.uuid4().hex[:12]}"
         device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None
         container = self.client.containers.create(
-            image, command, name=name, detach=True, environment=dict(env or {}),
-            labels={CONTAINER_LABEL: "test"}, device_requests=device_requests,
-            network_mode="host" if network_host else None, **kwargs,
+            image,
+            command,
+            name=name,
+            detach=True,
+            environment=dict(env or {}),
+            labels={CONTAINER_LABEL: "test"},
+            device_requests=device_requests,
+            network_mode="host" if network_host else None,
+            **kwargs,
         )
         try:
             container.start()
@@ -220,7 +234,12 @@ class Engine:
                 pass
 
     def run(
-        self, image: str, command: list[str], *, timeout: float, gpus: bool = False,
+        self,
+        image: str,
+        command: list[str],
+        *,
+        timeout: float,
+        gpus: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run a command to completion (or the timeout); the container is always removed."""
@@ -235,7 +254,9 @@ class Engine:
                 exit_code = None
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-        return RunResult(exit_code=exit_code, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - started)
+        return RunResult(
+            exit_code=exit_code, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - started
+        )
 
     def leftover_containers(self) -> list[str]:
         """Containers this tool started (label) that still exist."""

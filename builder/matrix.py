@@ -30,7 +30,9 @@ class Axes(_Strict):
     torch: list[str]
     accelerator: list[str]
     os: list[str]
-    variant: list[Literal["slim", "full"]] = Field(default_factory=lambda: ["slim"])
+    variant: list[Literal["slim", "full"]] = Field(
+        default_factory=lambda: list[Literal["slim", "full"]](["slim"])
+    )
 
 
 class Selector(_Strict):
@@ -163,9 +165,9 @@ class Matrix:
                 return cell
         reasons, _ = compat.problems(key, settings_for(self.spec, key), compat.load())
         if not reasons:
-            _, cell = resolve(self.spec, key)
-            if cell is not None:
-                return cell
+            _, resolved = resolve(self.spec, key)
+            if resolved is not None:
+                return resolved
         raise ImpossibleCellError(
             f"{key.tag} is impossible", lines=impossible_lines(key, reasons, self.neighbours(key))
         )
@@ -173,12 +175,16 @@ class Matrix:
     def neighbours(self, key: CellKey, limit: int = 4) -> list[str]:
         """Valid tags near `key`: same torch, same accelerator, same OS, each with the rest closest."""
         data = compat.load()
-        universe = [k for k in _universe(data, key.variant) if not compat.problems(k, settings_for(self.spec, k), data)[0]]
+        universe = [
+            k
+            for k in _universe(data, key.variant)
+            if not compat.problems(k, settings_for(self.spec, k), data)[0]
+        ]
         picks: list[str] = []
         for same in ("torch", "accelerator", "os"):
             pool = [k for k in universe if getattr(k, same) == getattr(key, same) and k != key]
             pool.sort(key=lambda k: _distance(key, k, data))
-            for candidate in pool[:2 if same == "torch" else 1]:
+            for candidate in pool[: 2 if same == "torch" else 1]:
                 if candidate.tag not in picks:
                     picks.append(candidate.tag)
         return picks[:limit]
@@ -212,10 +218,14 @@ def _universe(data: compat.CompatData, variant: str) -> list[CellKey]:
 
 def _distance(want: CellKey, have: CellKey, data: compat.CompatData) -> tuple[float, ...]:
     torch_order = data.torch_minors()
-    torch_gap = abs(torch_order.index(want.torch) - torch_order.index(have.torch)) if want.torch in torch_order else 0
+    torch_gap = (
+        abs(torch_order.index(want.torch) - torch_order.index(have.torch)) if want.torch in torch_order else 0
+    )
 
     def accel_pos(accelerator: str) -> float:
-        return -1.0 if accelerator == "cpu" else float(".".join(str(v) for v in version_tuple(accelerator[4:])))
+        return (
+            -1.0 if accelerator == "cpu" else float(".".join(str(v) for v in version_tuple(accelerator[4:])))
+        )
 
     accel_gap = abs(accel_pos(want.accelerator) - accel_pos(have.accelerator))
     if (want.accelerator == "cpu") != (have.accelerator == "cpu"):
@@ -291,7 +301,7 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
         wheel_index=wheel_index,
         local_label=local_label if wheel_source != "pypi" else "",
         cuda_version=cuda_release.version if cuda_release else None,
-        cudnn_version=release.cudnn if cuda else None,
+        cudnn_version=_cudnn(release, wheel_source) if cuda else None,
         nccl_version=release.nccl if cuda else None,
         min_driver=cuda_release.min_driver if cuda_release else None,
         arch_list=compat.arch_list(key, data),
@@ -304,6 +314,13 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
     return [], cell
 
 
+def _cudnn(release: compat.TorchRelease, wheel_source: str) -> str | None:
+    """cuDNN as the default PyPI wheel pins it; other builds of the release share only its major."""
+    if release.cudnn is None or wheel_source == "pypi":
+        return release.cudnn
+    return release.cudnn.split(".")[0]
+
+
 def load(path: Path = DEFAULT_MATRIX) -> Matrix:
     """Read, validate and expand a matrix file; every problem becomes one line of a ConfigError."""
     spec = parse(path)
@@ -313,7 +330,9 @@ def load(path: Path = DEFAULT_MATRIX) -> Matrix:
         raise ConfigError(errors[0], lines=errors)
     keys = [
         CellKey(*combo)
-        for combo in itertools.product(spec.axes.torch, spec.axes.accelerator, spec.axes.os, spec.axes.variant)
+        for combo in itertools.product(
+            spec.axes.torch, spec.axes.accelerator, spec.axes.os, spec.axes.variant
+        )
     ]
     keys = [k for k in keys if not any(sel.matches(k) for sel in spec.exclude)]
     cells: dict[CellKey, Cell] = {}
@@ -355,7 +374,9 @@ def _sort_key(key: CellKey) -> tuple[Any, ...]:
 def _include_key(path: Path, index: int, selector: Selector) -> CellKey:
     missing = [n for n in ("torch", "accelerator", "os") if getattr(selector, n) is None]
     if missing:
-        raise ConfigError(f"{path}: include[{index}]: missing {', '.join(missing)} (an include names one cell)")
+        raise ConfigError(
+            f"{path}: include[{index}]: missing {', '.join(missing)} (an include names one cell)"
+        )
     assert selector.torch and selector.accelerator and selector.os
     return CellKey(selector.torch, selector.accelerator, selector.os, selector.variant or "slim")
 

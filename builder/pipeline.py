@@ -48,8 +48,13 @@ def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> d
 
 def _git_revision(repo: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip()
@@ -92,29 +97,47 @@ def build_cell(
     console.print(f"[bold]{cell.tag}[/]: pulling base {base_ref} (profile {profile.name})")
     base_digest = engine.pull(base_ref)
     chash = content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
-    image_labels = labels(cell, base_ref=base_ref, base_digest=base_digest, chash=chash,
-                          revision=_git_revision(renderer.templates_dir.parent))
+    image_labels = labels(
+        cell,
+        base_ref=base_ref,
+        base_digest=base_digest,
+        chash=chash,
+        revision=_git_revision(renderer.templates_dir.parent),
+    )
     target = cell.variant
     log_path = out / cell.tag / "build.log"
     with Progress(
-        TextColumn("[bold]{task.fields[tag]}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=False,
+        TextColumn("[bold]{task.fields[tag]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("starting", total=None, tag=cell.tag)
 
         def on_step(number: int, total: int, instruction: str) -> None:
             progress.update(task, total=total, completed=number - 1, description=instruction[:70])
 
-        result = engine.build(context, target=target, build_args=build_args, labels=image_labels,
-                              log_path=log_path, on_step=on_step, nocache=nocache)
+        result = engine.build(
+            context,
+            target=target,
+            build_args=build_args,
+            labels=image_labels,
+            log_path=log_path,
+            on_step=on_step,
+            nocache=nocache,
+        )
         progress.update(task, completed=result.steps or 1, total=result.steps or 1, description="built")
     console.print(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s (log: {log_path})")
     report = None
     if run_smoke:
         gpus = engine.has_nvidia_runtime()
         try:
-            report = smoke.run(engine, result.image_id, require_gpu=require_gpu, gpus=gpus,
-                               timeout=smoke_timeout)
+            report = smoke.run(
+                engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
+            )
             for line in report.table():
                 console.print(f"  {line}", markup=False, highlight=False)
             (out / cell.tag / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
@@ -127,5 +150,12 @@ def build_cell(
     for reference in references:
         engine.tag(result.image_id, reference)
     size = int(engine.image_attrs(result.image_id).get("Size", 0))
-    return BuiltCell(cell=cell, image_id=result.image_id, tags=references, content_hash=chash,
-                     build_seconds=result.seconds, smoke=report, size_bytes=size)
+    return BuiltCell(
+        cell=cell,
+        image_id=result.image_id,
+        tags=references,
+        content_hash=chash,
+        build_seconds=result.seconds,
+        smoke=report,
+        size_bytes=size,
+    )

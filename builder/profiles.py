@@ -88,7 +88,8 @@ def resolve(matrix: Matrix, name: str | None = None) -> ResolvedProfile:
             f"{matrix.path}: mirrors.profiles: unknown profile {chosen!r}; allowed: {', '.join(profiles)}"
         )
     profile: Profile = profiles[chosen]
-    apt = {**OFFICIAL_APT, **{k: _expand(chosen, f"apt.{k}", v) for k, v in profile.apt.items()}}
+    apt: dict[str, str] = dict(OFFICIAL_APT)
+    apt.update({key: _expand(chosen, f"apt.{key}", value) for key, value in profile.apt.items()})
     ca_text = _expand(chosen, "ca_bundle", profile.ca_bundle) if profile.ca_bundle else ""
     ca_bundle = Path(ca_text) if ca_text else None
     if ca_bundle is not None and not ca_bundle.is_file():
@@ -114,8 +115,11 @@ def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) 
     args = profile.build_args(cell)
     urls = [args["PIP_INDEX_URL"], args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
     problems: list[str] = []
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}) if _is_loopback(args["PIP_INDEX_URL"])
-                                         else urllib.request.ProxyHandler())
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({})
+        if _is_loopback(args["PIP_INDEX_URL"])
+        else urllib.request.ProxyHandler()
+    )
     for url in dict.fromkeys(u for u in urls if u):
         probe = url.rstrip("/") + "/"
         try:

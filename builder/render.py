@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -19,7 +20,7 @@ import jinja2
 from builder.cell import Cell
 from builder.errors import ConfigError
 from builder.profiles import OFFICIAL_APT
-from builder.tags import immutable_tag
+from builder.tags import TAG_RE, immutable_tag
 
 TEMPLATE = "Dockerfile.j2"
 ENTRYPOINT = "entrypoint.sh"
@@ -45,7 +46,10 @@ APT_SOURCES = {
 
 def cell_immutable_tag(cell: Cell) -> str:
     return immutable_tag(
-        cell.key, torch_version=cell.torch_version, cuda_version=cell.cuda_version, cudnn_major=cell.cudnn_major
+        cell.key,
+        torch_version=cell.torch_version,
+        cuda_version=cell.cuda_version,
+        cudnn_major=cell.cudnn_major,
     )
 
 
@@ -129,9 +133,19 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(f"templates/{exc.name or TEMPLATE}:{exc.lineno}: {exc.message}") from None
         except jinja2.UndefinedError as exc:
-            raise ConfigError(f"templates/{TEMPLATE}: {exc.message} (rendering {cell.tag})") from None
+            where = self._template_frame(exc) or f"templates/{TEMPLATE}"
+            raise ConfigError(f"{where}: {exc.message} (rendering {cell.tag})") from None
         except jinja2.TemplateNotFound as exc:
             raise ConfigError(f"templates/: template {exc.name!r} not found") from None
+
+    def _template_frame(self, exc: BaseException) -> str | None:
+        """`templates/partials/x.j2:LINE` of the innermost template frame of an exception."""
+        found = None
+        for frame, line in traceback.walk_tb(exc.__traceback__):
+            filename = frame.f_code.co_filename
+            if filename.endswith(".j2") and Path(filename).is_relative_to(self.templates_dir):
+                found = f"templates/{Path(filename).relative_to(self.templates_dir)}:{line}"
+        return found
 
 
 def _default_torch_index(cell: Cell) -> str:
@@ -153,9 +167,12 @@ def write(out_dir: Path, tag: str, files: Mapping[str, bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_bytes() != content:
             path.write_bytes(content)
-        mode = 0o755 if name.endswith(".sh") else 0o644
-        path.chmod(mode)
+        path.chmod(_mode(name))
     return target
+
+
+def _mode(name: str) -> int:
+    return 0o755 if name.endswith(".sh") else 0o644
 
 
 def stale(out_dir: Path, rendered: Mapping[str, Mapping[str, bytes]], *, complete: bool) -> list[str]:
@@ -166,11 +183,14 @@ def stale(out_dir: Path, rendered: Mapping[str, Mapping[str, bytes]], *, complet
             path = out_dir / tag / name
             if not path.exists():
                 problems.append(f"missing: {path}")
-            elif path.read_bytes() != content:
+            elif path.read_bytes() != content or path.stat().st_mode & 0o777 != _mode(name):
                 problems.append(f"stale: {path}")
+        for name in GENERATED_NAMES:
+            if name not in files and (out_dir / tag / name).exists():
+                problems.append(f"stale: {out_dir / tag / name} (no longer generated)")
     if complete and out_dir.is_dir():
         for child in sorted(out_dir.iterdir()):
-            if child.is_dir() and child.name not in rendered:
+            if child.is_dir() and child.name not in rendered and TAG_RE.match(child.name):
                 problems.append(f"stale: {child}/ (no such cell in the matrix)")
     return problems
 
@@ -181,7 +201,7 @@ def remove_orphans(out_dir: Path, keep: Iterable[str]) -> list[Path]:
     removed = []
     if out_dir.is_dir():
         for child in sorted(out_dir.iterdir()):
-            if child.is_dir() and child.name not in keep_set and (child / "Dockerfile").exists():
+            if child.is_dir() and child.name not in keep_set and TAG_RE.match(child.name):
                 shutil.rmtree(child)
                 removed.append(child)
     return removed

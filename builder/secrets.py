@@ -7,7 +7,10 @@ import re
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
     ("credentials in a URL", re.compile(r"://[^/\s:@]+:[^/\s@]+@")),
-    ("a password/token assignment", re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)\s*[=:]\s*\S")),
+    (
+        "a password/token assignment",
+        re.compile(r"(?i)\b(password|passwd|token|secret|api[_-]?key)\s*[=:]\s*\S"),
+    ),
     ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}")),
     ("a GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}")),
     ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),

@@ -36,18 +36,30 @@ class SmokeReport:
 
 
 def suite_command(*, require_gpu: bool, timeout: float) -> list[str]:
-    command = ["python", f"{IN_IMAGE_DIR}/smoke.py", "--cell", f"{IN_IMAGE_DIR}/cell.json", "--json",
-               "--timeout", str(timeout)]
+    command = [
+        "python",
+        f"{IN_IMAGE_DIR}/smoke.py",
+        "--cell",
+        f"{IN_IMAGE_DIR}/cell.json",
+        "--json",
+        "--timeout",
+        str(timeout),
+    ]
     return [*command, "--require-gpu"] if require_gpu else command
 
 
 def run(
-    engine: Engine, image: str, *, require_gpu: bool = False, gpus: bool = False,
+    engine: Engine,
+    image: str,
+    *,
+    require_gpu: bool = False,
+    gpus: bool = False,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> SmokeReport:
     """Run the suite in a fresh container; a timeout or unreadable output raises, failed checks do not."""
-    result = engine.run(image, suite_command(require_gpu=require_gpu, timeout=timeout), timeout=timeout + 30,
-                        gpus=gpus)
+    result = engine.run(
+        image, suite_command(require_gpu=require_gpu, timeout=timeout), timeout=timeout + 30, gpus=gpus
+    )
     if result.exit_code is None:
         raise SmokeFailedError(f"smoke suite timed out after {timeout:.0f} s in {image}")
     try:
@@ -71,8 +83,11 @@ def gate(report: SmokeReport) -> None:
     """Raise SmokeFailedError naming every failed check: such an image is never tagged."""
     if not report.passed:
         failed = report.failures()
-        names = ", ".join(str(c.get("name")) for c in failed) or f"exit code {result.exit_code}"
+        names = ", ".join(str(c.get("name")) for c in failed) or "the suite exited non-zero"
         raise SmokeFailedError(
             f"smoke tests failed: {names}",
-            lines=[f"smoke tests failed: {names}", *(f"  {c.get('name')}: {c.get('detail')}" for c in failed)],
+            lines=[
+                f"smoke tests failed: {names}",
+                *(f"  {c.get('name')}: {c.get('detail')}" for c in failed),
+            ],
         )

@@ -27,18 +27,29 @@ class Cli:
     env: dict[str, str]
     cwd: Path = REPO
 
-    def __call__(self, *args: str, timeout: float = 1800, extra_env: dict[str, str] | None = None,
-                 ) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self,
+        *args: str,
+        timeout: float = 1800,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "builder", *args], cwd=self.cwd, env={**self.env, **(extra_env or {})},
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [sys.executable, "-m", "builder", *args],
+            cwd=self.cwd,
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
 
 @pytest.fixture(scope="session")
 def sandbox_info() -> Iterator[sandbox.SandboxInfo]:
     try:
-        yield sandbox.up(sandbox.DEFAULT_STATE_DIR, with_cuda=True, log=lambda msg: print(msg, file=sys.stderr))
+        yield sandbox.up(
+            sandbox.DEFAULT_STATE_DIR, with_cuda=True, log=lambda msg: print(msg, file=sys.stderr)
+        )
     except SandboxError as err:
         if in_ci():
             pytest.fail(f"the sandbox (engine, registry, PyPI mirror) did not come up: {err}")

@@ -36,7 +36,10 @@ def add_override(project: Path, override: dict[str, object]) -> None:
 def docker_exec(image: str, *command: str) -> str:
     return subprocess.run(
         ["docker", "run", "--rm", "--entrypoint", "", image, *command],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
 
 
@@ -59,8 +62,10 @@ def test_cpu_image_carries_labels(cpu_build: subprocess.CompletedProcess[str], e
     assert labels["org.opencontainers.image.version"] == "2.13.0-cpu-debian12"
     assert labels["org.opencontainers.image.base.name"].endswith("/library/debian:12")
     assert labels["org.opencontainers.image.base.digest"].startswith("sha256:")
-    assert len(labels["org.opencontainers.image.revision"]) in (40, 7) or labels[
-        "org.opencontainers.image.revision"] == "unknown"
+    assert (
+        len(labels["org.opencontainers.image.revision"]) in (40, 7)
+        or labels["org.opencontainers.image.revision"] == "unknown"
+    )
     assert labels["org.opencontainers.image.created"].endswith("Z")
     assert labels["dev.pytorch-cuda-images.torch"] == "2.13.0"
     assert labels["dev.pytorch-cuda-images.cuda"] == "none"
@@ -68,7 +73,9 @@ def test_cpu_image_carries_labels(cpu_build: subprocess.CompletedProcess[str], e
     assert len(labels["dev.pytorch-cuda-images.content-hash"]) == 64
 
 
-def test_cpu_image_uses_the_profile_mirrors(cpu_build: subprocess.CompletedProcess[str], local_env: dict[str, str]) -> None:
+def test_cpu_image_uses_the_profile_mirrors(
+    cpu_build: subprocess.CompletedProcess[str], local_env: dict[str, str]
+) -> None:
     pip_conf = docker_exec(CPU_IMAGE, "cat", "/etc/pip.conf")
     assert f"index-url = {local_env['SANDBOX_PYPI_URL']}" in pip_conf
     freeze = docker_exec(CPU_IMAGE, "pip", "freeze")
@@ -96,7 +103,9 @@ def test_no_engine_is_exit_3_with_one_line(cli: Cli) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_failed_build_names_the_step_and_tags_nothing(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+def test_failed_build_names_the_step_and_tags_nothing(
+    cpu_build, project_copy: Path, local_env, engine
+) -> None:  # type: ignore[no-untyped-def]
     before = image_id(engine, CPU_IMAGE)
     add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN echo about-to-fail && exit 7"})
     result = Cli(env=local_env, cwd=project_copy)("build", CPU_TAG, "--out", str(project_copy / "images"))
@@ -136,7 +145,11 @@ def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path,
     log = project_copy / "images" / CPU_TAG / "build.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", "build", CPU_TAG, "--out", str(project_copy / "images")],
-        cwd=project_copy, env=local_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=project_copy,
+        env=local_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (log.exists() and "long-step" in log.read_text()):
@@ -156,7 +169,9 @@ def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path,
 def test_cuda_slim_image_from_local_wheels(cli: Cli, engine) -> None:  # type: ignore[no-untyped-def]
     result = cli("build", CUDA_TAG)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((Path(__file__).resolve().parents[2] / "images" / CUDA_TAG / "smoke-result.json").read_text())
+    report = json.loads(
+        (Path(__file__).resolve().parents[2] / "images" / CUDA_TAG / "smoke-result.json").read_text()
+    )
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["cuda_version"]["status"] == "pass" and "13.0" in checks["cuda_version"]["detail"]
     assert checks["cudnn"]["status"] == "pass" and "9" in checks["cudnn"]["detail"]

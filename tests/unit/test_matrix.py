@@ -1,4 +1,4 @@
-"""matrix.yaml validation and expansion: every bad input is one line naming file, key, value, allowed values."""
+"""matrix.yaml validation and expansion: each bad input is one line naming file, key, value, allowed values."""
 
 from __future__ import annotations
 
@@ -111,7 +111,10 @@ def test_duplicate_include(tmp_path: Path) -> None:
 def test_impossible_include_is_an_error(tmp_path: Path) -> None:
     cell = {"torch": "2.9", "accelerator": "cuda11.8", "os": "ubuntu22.04"}
     (line,) = error_lines(write_matrix(tmp_path, include=[cell]))
-    assert "include[0]: 2.9-cuda11.8-ubuntu22.04 is impossible: PyTorch 2.9 publishes no CUDA 11.8 wheels" in line
+    assert (
+        "include[0]: 2.9-cuda11.8-ubuntu22.04 is impossible: PyTorch 2.9 publishes no CUDA 11.8 wheels"
+        in line
+    )
 
 
 def test_secret_in_customization_is_refused(tmp_path: Path) -> None:

@@ -35,8 +35,17 @@ def test_slim_is_left_out_and_accepted_explicitly() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "2.9", "2.9-cuda12.8", "2.9.1-cuda12.8-ubuntu22.04", "2.9-rocm6.2-ubuntu22.04",
-            "2.9-cuda12.8-centos7", "2.9-cuda12.8-ubuntu22.04-huge", "2.9_cuda12.8_ubuntu22.04"]
+    "bad",
+    [
+        "",
+        "2.9",
+        "2.9-cuda12.8",
+        "2.9.1-cuda12.8-ubuntu22.04",
+        "2.9-rocm6.2-ubuntu22.04",
+        "2.9-cuda12.8-centos7",
+        "2.9-cuda12.8-ubuntu22.04-huge",
+        "2.9_cuda12.8_ubuntu22.04",
+    ],
 )
 def test_malformed_tags_name_the_grammar(bad: str) -> None:
     with pytest.raises(ConfigError) as info:
