@@ -162,7 +162,7 @@ def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
         ("GPU architectures", cell.arch_list or "none"),
         (
             "Python",
-            f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s python3, in /opt/venv)",
+            f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s python3, /opt/venv)",
         ),
         ("OS", f"{cell.os_family.capitalize()} {cell.os_version} ({cell.os_codename})"),
         ("variant", cell.variant),

@@ -51,6 +51,9 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Wheels every sandbox serves (CPU builds, the ``full`` variant's extras, build tools).
 CPU_REQUIREMENTS: tuple[str, ...] = (
     "torch==2.13.0+cpu",
+    # torchvision 0.28.0+cpu lives only on download.pytorch.org, which this network cannot reach: PyPI's
+    # 0.28.0 (a CUDA build; with CPU torch its C++ ops do not load) lets the full variant build here.
+    "torchvision==0.28.0",
     "numpy",
     "pip",
     "setuptools",
@@ -65,6 +68,7 @@ CPU_REQUIREMENTS: tuple[str, ...] = (
 #: with it) and NVIDIA's toolkit wheels, pinned through ``cuda-toolkit`` so parts agree.
 CUDA_REQUIREMENTS: tuple[str, ...] = (
     "torch==2.14.1",
+    "torchvision==0.29.1",
     "cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3",
 )
 

@@ -1,4 +1,4 @@
-"""matrix.yaml validation and expansion: each bad input is one line naming file, key, value, allowed values."""
+"""matrix.yaml validation and expansion: each bad input is one line naming file, key, value, allowed."""
 
 from __future__ import annotations
 
