@@ -300,6 +300,23 @@ def smoke_command(
     _echo(f"{image}: smoke tests passed in {report.seconds:.1f} s")
 
 
+@app.command()
+def doctor(
+    tag: Annotated[str | None, typer.Argument(help="Check the host against this cell's needs.")] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Host-side checks alone: engine, GPU runtime, driver vs the cell's minimum (exit 1 on a failure)."""
+    from builder import smoke
+
+    cell = _load(matrix).cell(tag) if tag else None
+    checks = smoke.doctor(cell)
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        _echo(f"{check.name.ljust(width)}  {check.status.ljust(7)}  {check.detail}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Run the CLI; BuilderErrors become one line per problem and their exit code."""
     try:

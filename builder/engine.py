@@ -6,6 +6,7 @@ from an in-memory context tar, runs containers with a timeout and always removes
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -23,7 +24,8 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest
 
-from builder.errors import BuildFailedError, EngineUnavailableError, MirrorError
+from builder.errors import BuildFailedError, EngineUnavailableError, MirrorError, RegistryError
+from builder.secrets import redact
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 LOG_TAIL_LINES = 30
@@ -262,6 +264,100 @@ class Engine:
         """Containers this tool started (label) that still exist."""
         found = self.client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
         return [c.name for c in found]
+
+    # --- registry -------------------------------------------------------------------------------
+    # Pushes and registry queries for builder/registry.py. Credentials arrive as a docker-py auth_config
+    # dict and are passed per call (never `login`, so nothing is written to a Docker config file); every
+    # error text is redacted before it leaves this section. `auth=None`: docker-py's own config lookup.
+
+    def push(
+        self, reference: str, *, auth: Mapping[str, str] | None,
+        on_layer: Callable[[str, str, int, int], None] | None = None,
+    ) -> str:
+        """Push one `host/repo:tag`; returns the manifest digest the registry took. RegistryError on failure.
+
+        on_layer(layer_id, status, current_bytes, total_bytes) is called for every progress message.
+        """
+        repository, tag = _split_reference(reference)
+        secrets = _auth_secrets(auth)
+        digest = ""
+        try:
+            stream = self.client.api.push(repository, tag=tag, stream=True, decode=True,
+                                          auth_config=dict(auth) if auth is not None else None)
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail") or {}
+                    message = str(detail.get("message") or chunk["error"]).strip()
+                    raise RegistryError(redact(f"push of {reference} failed: {message}", secrets))
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                layer, status = chunk.get("id"), chunk.get("status")
+                if layer and status and on_layer is not None:
+                    progress = chunk.get("progressDetail") or {}
+                    on_layer(str(layer), str(status), int(progress.get("current") or 0),
+                             int(progress.get("total") or 0))
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"push of {reference} failed: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(redact(f"push of {reference} failed: the engine stopped answering ({exc})",
+                                       secrets)) from None
+        if not digest:
+            raise RegistryError(f"push of {reference} failed: the engine reported no manifest digest")
+        return digest
+
+    def registry_digest(self, reference: str, *, auth: Mapping[str, str] | None) -> str | None:
+        """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
+        secrets = _auth_secrets(auth)
+        try:
+            data = self.client.api.inspect_distribution(reference,
+                                                        auth_config=dict(auth) if auth is not None else None)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"cannot query {reference}: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(redact(f"cannot query {reference}: the engine stopped answering ({exc})",
+                                       secrets)) from None
+        digest: str = data["Descriptor"]["digest"]
+        return digest
+
+    def repo_digests(self, reference: str) -> list[str]:
+        """The local image's `name@sha256:...` references (one per registry repository it was pushed to)."""
+        digests: list[str] = self.image_attrs(reference).get("RepoDigests") or []
+        return digests
+
+    def pull_by_digest(self, repository: str, digest: str, *, auth: Mapping[str, str] | None) -> str:
+        """Pull `repository@digest`; returns the local image id. RegistryError on failure."""
+        secrets = _auth_secrets(auth)
+        where = f"{repository}@{digest}"
+        try:
+            image = self.client.images.pull(repository, tag=digest,
+                                            auth_config=dict(auth) if auth is not None else None)
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"cannot pull {where}: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(redact(f"cannot pull {where}: {exc}", secrets)) from None
+        image_id: str = image.id
+        return image_id
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """`host:port/repo:tag` -> (`host:port/repo`, `tag`)."""
+    repository, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return repository, tag
+
+
+def _auth_secrets(auth: Mapping[str, str] | None) -> list[str]:
+    """Values of an auth_config that must never appear in a message (and their base64 form)."""
+    if not auth:
+        return []
+    values = [auth.get(key, "") for key in ("password", "identitytoken", "registrytoken", "auth")]
+    if auth.get("username") and auth.get("password"):
+        values.append(base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode())
+    return [value for value in values if value]
 
 
 def _context_tar(files: Mapping[str, bytes]) -> io.BytesIO:

@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from builder import smoke_suite
+from builder.cell import Cell
 from builder.engine import Engine
-from builder.errors import SmokeFailedError
+from builder.errors import EngineUnavailableError, SmokeFailedError
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
 DEFAULT_TIMEOUT_S = 300.0
@@ -91,3 +93,53 @@ def gate(report: SmokeReport) -> None:
                 *(f"  {c.get('name')}: {c.get('detail')}" for c in failed),
             ],
         )
+
+
+@dataclass
+class HostCheck:
+    """One host-side check of `doctor`: can this machine run the cell's images?"""
+
+    name: str
+    status: str  # "pass" | "fail" | "skipped"
+    detail: str
+
+
+def doctor(cell: Cell | None) -> list[HostCheck]:
+    """Engine, GPU runtime and driver against the cell's floor, checked before any build or run."""
+    checks: list[HostCheck] = []
+    try:
+        engine = Engine.connect()
+    except EngineUnavailableError as exc:
+        checks.append(HostCheck("engine", "fail", str(exc)))
+        engine = None
+    else:
+        version = engine.version()
+        checks.append(HostCheck("engine", "pass", f"Docker {version.get('Version')} (API {version.get('ApiVersion')})"))
+    if engine is not None:
+        if engine.has_nvidia_runtime():
+            checks.append(HostCheck("gpu runtime", "pass", "NVIDIA container runtime registered"))
+        else:
+            checks.append(
+                HostCheck("gpu runtime", "skipped", "no NVIDIA container runtime: containers see no GPU")
+            )
+    driver = smoke_suite.read_driver_version()
+    checks.append(driver_check(cell, driver))
+    return checks
+
+
+def driver_check(cell: Cell | None, driver: str | None) -> HostCheck:
+    """The host driver against the cell's minimum (pure: the driver version is passed in)."""
+    if cell is not None and not cell.is_cuda:
+        return HostCheck("driver", "pass", f"{cell.tag} is a CPU image: no driver needed")
+    if driver is None:
+        detail = "no NVIDIA driver on this host: CUDA images run their library checks only, GPU checks skip"
+        return HostCheck("driver", "skipped", detail)
+    if cell is None or cell.min_driver is None:
+        return HostCheck("driver", "pass", f"NVIDIA driver {driver}")
+    if smoke_suite.driver_older(driver, cell.min_driver):
+        return HostCheck(
+            "driver",
+            "fail",
+            f"driver {driver} is older than the minimum {cell.min_driver} for CUDA {cell.cuda_minor} ({cell.tag})",
+        )
+    return HostCheck("driver", "pass", f"driver {driver} >= {cell.min_driver} needed by CUDA {cell.cuda_minor}")
