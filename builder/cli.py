@@ -29,6 +29,10 @@ app = typer.Typer(
 
 MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix file.", envvar="MATRIX")]
 DEFAULT_OUT = Path("images")
+RegistryOption = Annotated[
+    str | None,
+    typer.Option("--registry", envvar="REGISTRY", help="host[:port]/project (default: matrix.yaml)."),
+]
 
 
 def _load(path: Path) -> matrix_mod.Matrix:
@@ -230,8 +234,10 @@ def build(
     ] = False,
     smoke_timeout: Annotated[float, typer.Option("--smoke-timeout", help="Seconds.")] = 300.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the layer cache.")] = False,
+    push: Annotated[bool, typer.Option("--push", help="Push to the registry after the tag step.")] = False,
+    registry: RegistryOption = None,
 ) -> None:
-    """Resolve and render TAG, then build it, run its smoke tests and tag it."""
+    """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from rich.console import Console
 
     from builder import pipeline, profiles
@@ -265,6 +271,93 @@ def build(
     if cell.variant == "full":
         run_hint += " -p 8888:8888 -p 2222:22 -v $(pwd):/workspace"
     _echo(f"run it: {run_hint} {built.tags[0]}")
+    if push:
+        _push_cells(m, [cell], registry=registry, retries=None, retry_max_s=None, create_project=False,
+                    force=False)
+
+
+def _push_cells(
+    m: matrix_mod.Matrix, cells: list[Cell], *, registry: str | None, retries: int | None,
+    retry_max_s: float | None, create_project: bool, force: bool,
+) -> None:
+    from rich.console import Console
+
+    from builder import registry as registry_mod
+    from builder.engine import Engine
+
+    target = registry_mod.resolve_target(m.spec.registry.target, registry)
+    creds = registry_mod.lookup_credentials(target.host)
+    policy = registry_mod.RetryPolicy.from_env(retries, retry_max_s)
+    console = Console(stderr=True, soft_wrap=True)
+    if create_project:
+        created = registry_mod.ensure_harbor_project(target, creds)
+        _echo(f"Harbor project {target.project!r} on {target.host}: {'created' if created else 'exists'}")
+    engine = Engine.connect()
+    for cell in cells:
+        plan = registry_mod.plan_push(cell, target)
+        result = registry_mod.push_cell(engine, plan, target, creds, policy=policy, console=console,
+                                        force=force)
+        for line in result.lines():
+            _echo(f"{cell.tag}: {line}")
+
+
+@app.command("push")
+def push_command(
+    tags: Annotated[list[str], typer.Argument(help="Tags or globs of built cells.")],
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+    registry: RegistryOption = None,
+    retries: Annotated[int | None, typer.Option("--retries", envvar="PUSH_RETRIES",
+                                                help="Tries per registry call (default 6).")] = None,
+    retry_max_s: Annotated[float | None, typer.Option("--retry-max-s", envvar="PUSH_RETRY_MAX_S",
+                                                      help="Retry window in seconds (default 300).")] = None,
+    create_project: Annotated[
+        bool, typer.Option("--create-project", help="Create the Harbor project first (Harbor API v2.0).")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Push even when the registry holds the same content.")
+                     ] = False,
+) -> None:
+    """Push built cells: the immutable tag, its digest verified, then the floating tags."""
+    m = _load(matrix)
+    _push_cells(m, m.select(tags), registry=registry, retries=retries, retry_max_s=retry_max_s,
+                create_project=create_project, force=force)
+
+
+@app.command("mirror-bases")
+def mirror_bases_command(
+    only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
+    to: Annotated[str | None, typer.Option("--to", envvar="BASES_REGISTRY",
+                                           help="host[:port][/prefix] (default: the registry target's host).")
+                  ] = None,
+    lock: Annotated[
+        Path | None, typer.Option("--lock", help="Lock file (default: bases.lock next to the matrix).")
+    ] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Source profile.")] = None,
+    registry: RegistryOption = None,
+    retries: Annotated[int | None, typer.Option("--retries", envvar="PUSH_RETRIES")] = None,
+    retry_max_s: Annotated[float | None, typer.Option("--retry-max-s", envvar="PUSH_RETRY_MAX_S")] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Copy the base images of the selected cells, by digest, from the profile's registry into the team's."""
+    from rich.console import Console
+
+    from builder import profiles
+    from builder import registry as registry_mod
+    from builder.engine import Engine
+
+    m = _load(matrix)
+    profile = profiles.resolve(m, mirror)
+    cells = m.select(only) if only else list(m.cells)
+    destination = to or registry_mod.resolve_target(m.spec.registry.target, registry).host
+    lock_path = lock or m.path.resolve().parent / "bases.lock"
+    bases = registry_mod.select_bases(cells, profile.base_image)
+    engine = Engine.connect()
+    done = registry_mod.mirror_bases(engine, bases, destination, lock_path=lock_path,
+                                     policy=registry_mod.RetryPolicy.from_env(retries, retry_max_s),
+                                     console=Console(stderr=True, soft_wrap=True))
+    for item in done:
+        action = "copied" if item.copied else "present"
+        _echo(f"{action} {item.mirror}@{item.mirror_digest} (from {item.source}@{item.digest})")
+    _echo(f"{len(done)} base images in {destination}; digests recorded in {lock_path}")
 
 
 @app.command("smoke")

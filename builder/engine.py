@@ -24,7 +24,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest
 
-from builder.errors import BuildFailedError, EngineUnavailableError, MirrorError, RegistryError
+from builder.errors import BuildFailedError, ConfigError, EngineUnavailableError, MirrorError, RegistryError
 from builder.secrets import redact
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -215,17 +215,20 @@ class Engine:
         """A started container with a unique name, removed afterwards whatever happens."""
         name = f"pci-{uuid.uuid4().hex[:12]}"
         device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None
-        container = self.client.containers.create(
-            image,
-            command,
-            name=name,
-            detach=True,
-            environment=dict(env or {}),
-            labels={CONTAINER_LABEL: "test"},
-            device_requests=device_requests,
-            network_mode="host" if network_host else None,
-            **kwargs,
-        )
+        try:
+            container = self.client.containers.create(
+                image,
+                command,
+                name=name,
+                detach=True,
+                environment=dict(env or {}),
+                labels={CONTAINER_LABEL: "test"},
+                device_requests=device_requests,
+                network_mode="host" if network_host else None,
+                **kwargs,
+            )
+        except docker.errors.ImageNotFound:
+            raise ConfigError(f"no image {image} on this engine: build it first (make build TAG=...)") from None
         try:
             container.start()
             yield container
