@@ -240,7 +240,7 @@ def build(
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from rich.console import Console
 
-    from builder import pipeline, profiles
+    from builder import lock, pipeline, profiles
     from builder.engine import Engine
 
     m = _load(matrix)
@@ -255,6 +255,7 @@ def build(
         _renderer(m),
         cell,
         profile,
+        lock_data=lock.read(lock.lock_path(m.path)),
         out=out,
         console=console,
         require_gpu=require_gpu,
@@ -272,13 +273,21 @@ def build(
         run_hint += " -p 8888:8888 -p 2222:22 -v $(pwd):/workspace"
     _echo(f"run it: {run_hint} {built.tags[0]}")
     if push:
-        _push_cells(m, [cell], registry=registry, retries=None, retry_max_s=None, create_project=False,
-                    force=False)
+        _push_cells(
+            m, [cell], registry=registry, retries=None, retry_max_s=None, create_project=False, force=False
+        )
 
 
 def _push_cells(
-    m: matrix_mod.Matrix, cells: list[Cell], *, registry: str | None, retries: int | None,
-    retry_max_s: float | None, create_project: bool, force: bool,
+    m: matrix_mod.Matrix,
+    cells: list[Cell],
+    *,
+    registry: str | None,
+    retries: int | None,
+    retry_max_s: float | None,
+    create_project: bool,
+    force: bool,
+    image: str | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -294,9 +303,10 @@ def _push_cells(
         _echo(f"Harbor project {target.project!r} on {target.host}: {'created' if created else 'exists'}")
     engine = Engine.connect()
     for cell in cells:
-        plan = registry_mod.plan_push(cell, target)
-        result = registry_mod.push_cell(engine, plan, target, creds, policy=policy, console=console,
-                                        force=force)
+        plan = registry_mod.plan_push(cell, target, local=image)
+        result = registry_mod.push_cell(
+            engine, plan, target, creds, policy=policy, console=console, force=force
+        )
         for line in result.lines():
             _echo(f"{cell.tag}: {line}")
 
@@ -306,28 +316,55 @@ def push_command(
     tags: Annotated[list[str], typer.Argument(help="Tags or globs of built cells.")],
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     registry: RegistryOption = None,
-    retries: Annotated[int | None, typer.Option("--retries", envvar="PUSH_RETRIES",
-                                                help="Tries per registry call (default 6).")] = None,
-    retry_max_s: Annotated[float | None, typer.Option("--retry-max-s", envvar="PUSH_RETRY_MAX_S",
-                                                      help="Retry window in seconds (default 300).")] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option("--retries", envvar="PUSH_RETRIES", help="Tries per registry call (default 6)."),
+    ] = None,
+    retry_max_s: Annotated[
+        float | None,
+        typer.Option(
+            "--retry-max-s", envvar="PUSH_RETRY_MAX_S", help="Retry window in seconds (default 300)."
+        ),
+    ] = None,
     create_project: Annotated[
         bool, typer.Option("--create-project", help="Create the Harbor project first (Harbor API v2.0).")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Push even when the registry holds the same content.")
-                     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Push even when the registry holds the same content.")
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Local image to push for one TAG (default: its local immutable tag)."),
+    ] = None,
 ) -> None:
     """Push built cells: the immutable tag, its digest verified, then the floating tags."""
     m = _load(matrix)
-    _push_cells(m, m.select(tags), registry=registry, retries=retries, retry_max_s=retry_max_s,
-                create_project=create_project, force=force)
+    cells = m.select(tags)
+    if image and len(cells) != 1:
+        raise ConfigError(f"--image {image} needs exactly one TAG ({len(cells)} selected)")
+    _push_cells(
+        m,
+        cells,
+        registry=registry,
+        retries=retries,
+        retry_max_s=retry_max_s,
+        create_project=create_project,
+        force=force,
+        image=image,
+    )
 
 
 @app.command("mirror-bases")
 def mirror_bases_command(
     only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
-    to: Annotated[str | None, typer.Option("--to", envvar="BASES_REGISTRY",
-                                           help="host[:port][/prefix] (default: the registry target's host).")
-                  ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            envvar="BASES_REGISTRY",
+            help="host[:port][/prefix] (default: the registry target's host).",
+        ),
+    ] = None,
     lock: Annotated[
         Path | None, typer.Option("--lock", help="Lock file (default: bases.lock next to the matrix).")
     ] = None,
@@ -351,9 +388,14 @@ def mirror_bases_command(
     lock_path = lock or m.path.resolve().parent / "bases.lock"
     bases = registry_mod.select_bases(cells, profile.base_image)
     engine = Engine.connect()
-    done = registry_mod.mirror_bases(engine, bases, destination, lock_path=lock_path,
-                                     policy=registry_mod.RetryPolicy.from_env(retries, retry_max_s),
-                                     console=Console(stderr=True, soft_wrap=True))
+    done = registry_mod.mirror_bases(
+        engine,
+        bases,
+        destination,
+        lock_path=lock_path,
+        policy=registry_mod.RetryPolicy.from_env(retries, retry_max_s),
+        console=Console(stderr=True, soft_wrap=True),
+    )
     for item in done:
         action = "copied" if item.copied else "present"
         _echo(f"{action} {item.mirror}@{item.mirror_digest} (from {item.source}@{item.digest})")
@@ -408,6 +450,59 @@ def doctor(
         _echo(f"{check.name.ljust(width)}  {check.status.ljust(7)}  {check.detail}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
+
+
+@app.command("lock")
+def lock_command(
+    update: Annotated[bool, typer.Option("--update", help="Rewrite matrix.lock and print the diff.")] = False,
+    no_bases: Annotated[
+        bool, typer.Option("--no-bases", help="With --update: cells only, no engine.")
+    ] = False,
+    mirror: Annotated[
+        str | None, typer.Option("--mirror", envvar="MIRROR", help="Profile to resolve.")
+    ] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Check matrix.lock against the matrix (exit 1 when stale), or --update it."""
+    from builder import lock, profiles
+    from builder.engine import Engine
+    from builder.errors import MirrorError
+
+    m = _load(matrix)
+    path = lock.lock_path(m.path)
+    cells = list(m.cells)
+    if not update:
+        problems = lock.stale_cells(path, cells)
+        for problem in problems[:50]:
+            _echo(problem)
+        if problems:
+            _echo(f"{path}: {len(problems)} cells stale: run `python -m builder lock --update`")
+            raise typer.Exit(1)
+        _echo(f"{path}: {len(cells)} cells locked and current")
+        return
+    profile = profiles.resolve(m, mirror)
+    if not profile.lock_bases and not no_bases:
+        raise ConfigError(
+            f"mirror profile {profile.name!r} has lock_bases: false (its bases are made per machine); "
+            "use --no-bases or another profile"
+        )
+    refs = {} if no_bases else {c.tag: profile.base_image(c) for c in cells}
+    engine = Engine.connect() if refs else None
+    unresolved: list[str] = []
+
+    def resolve(ref: str) -> str | None:
+        assert engine is not None
+        try:
+            return engine.pull(ref)
+        except MirrorError as exc:
+            unresolved.append(str(exc))
+            return None
+
+    text, diff = lock.updated_text(path, cells, profile.name, refs, resolve)
+    path.write_text(text, encoding="utf-8")
+    _echo(diff or f"{path}: unchanged")
+    for problem in unresolved:
+        typer.echo(f"warning: {problem}", err=True)
 
 
 def main() -> None:

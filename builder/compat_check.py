@@ -9,17 +9,20 @@ The I/O part at the end reads PyPI's JSON API or a PEP 691 simple index (a mirro
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import re
 import ssl
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -55,6 +58,7 @@ class ReleaseFile:
     upload_time: str | None = None  # ISO 8601
     yanked: bool = False
     has_metadata: bool = False  # PEP 658: `<url>.metadata` serves the wheel's METADATA
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -578,12 +582,15 @@ def shipped_data_text() -> str:
 # I/O: PyPI's JSON API and PEP 691 simple indexes.
 # ---------------------------------------------------------------------------------------------------
 
-Fetch = Callable[[str, str], bytes]
-"""GET a URL with an Accept header; raises MirrorError (404: `NotFound`)."""
+Fetch = Callable[[str, Mapping[str, str]], bytes]
+"""GET a URL with extra headers; raises MirrorError (HTTP 404: NotFoundError)."""
+
+JSON_ACCEPT = {"Accept": "application/json"}
+RANGE_BLOCK = 1 << 18
 
 
 class NotFoundError(MirrorError):
-    """The index has no such project or release (HTTP 404)."""
+    """The index has no such project, release or file (HTTP 404)."""
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -593,30 +600,114 @@ def _ssl_context() -> ssl.SSLContext:
     return context
 
 
-def http_get(url: str, accept: str = "application/json", timeout: float = 60.0) -> bytes:
-    """GET `url`; every failure becomes a MirrorError naming the URL."""
+def http_get(url: str, headers: Mapping[str, str], timeout: float = 60.0) -> bytes:
+    """GET `url`; every failure becomes a MirrorError naming the URL. A Range request must get a 206."""
     request = urllib.request.Request(
-        url, headers={"Accept": accept, "User-Agent": "pytorch-cuda-images compat-check"}
+        url, headers={"User-Agent": "pytorch-cuda-images compat-check", **headers}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=_ssl_context()) as response:
+            if "Range" in headers and response.status != 206:
+                raise MirrorError(f"{url}: the server ignores HTTP Range requests")
             body: bytes = response.read()
             return body
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise NotFoundError(f"{url}: not found (HTTP 404)") from None
         raise MirrorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise MirrorError(f"{url}: unreachable: {reason}") from None
 
 
-def _json(fetch: Fetch, url: str, accept: str = "application/json") -> Any:
-    body = fetch(url, accept)
+def _json(fetch: Fetch, url: str, headers: Mapping[str, str] = JSON_ACCEPT) -> Any:
+    body = fetch(url, headers)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MirrorError(f"{url}: not a JSON answer") from None
+
+
+class _RangeReader(io.RawIOBase):
+    """A remote file read with HTTP Range requests, in cached blocks (for zipfile)."""
+
+    def __init__(self, fetch: Fetch, url: str, size: int) -> None:
+        self.fetch, self.url, self.size = fetch, url, size
+        self.position = 0
+        self.blocks: dict[int, bytes] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def _block(self, number: int) -> bytes:
+        if number not in self.blocks:
+            first = number * RANGE_BLOCK
+            last = min(self.size, first + RANGE_BLOCK) - 1
+            self.blocks[number] = self.fetch(self.url, {"Range": f"bytes={first}-{last}"})
+        return self.blocks[number]
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self.size - self.position)
+        chunks, position = [], self.position
+        while position < self.position + want:
+            block = self._block(position // RANGE_BLOCK)
+            offset = position % RANGE_BLOCK
+            piece = block[offset : offset + self.position + want - position]
+            if not piece:
+                break
+            chunks.append(piece)
+            position += len(piece)
+        data = b"".join(chunks)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def wheel_metadata(fetch: Fetch, url: str, size: int) -> str:
+    """The METADATA of a remote wheel, read from its zip directory with a few Range requests."""
+    with zipfile.ZipFile(io.BufferedReader(_RangeReader(fetch, url, size), RANGE_BLOCK)) as wheel:
+        names = [n for n in wheel.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+        if not names:
+            raise MirrorError(f"{url}: no *.dist-info/METADATA in the wheel")
+        return wheel.read(names[0]).decode("utf-8", "replace")
+
+
+def requires_dist_from_metadata(text: str) -> tuple[str, ...]:
+    """`Requires-Dist:` lines of a wheel's METADATA file."""
+    return tuple(HeaderParser().parsestr(text).get_all("Requires-Dist") or ())
+
+
+def read_requires_dist(
+    fetch: Fetch, files: Sequence[ReleaseFile], notes: list[str]
+) -> tuple[str, ...] | None:
+    """Requires-Dist of the release's default Linux wheel: PEP 658 metadata, else its zip directory."""
+    chosen = metadata_file(files)
+    if chosen is None or not chosen.url:
+        return None
+    if chosen.has_metadata:
+        try:
+            text = fetch(chosen.url + ".metadata", {"Accept": "*/*"}).decode("utf-8", "replace")
+            return requires_dist_from_metadata(text)
+        except MirrorError as exc:
+            notes.append(f"{chosen.filename}: PEP 658 metadata unreadable ({exc}); reading the wheel")
+    if not chosen.size:
+        return None
+    try:
+        return requires_dist_from_metadata(wheel_metadata(fetch, chosen.url, chosen.size))
+    except (MirrorError, zipfile.BadZipFile, OSError) as exc:
+        notes.append(f"{chosen.filename}: METADATA unreadable: {exc}")
+        return None
 
 
 class PypiJson:
@@ -625,39 +716,58 @@ class PypiJson:
     def __init__(self, base: str = PYPI, fetch: Fetch = http_get) -> None:
         self.base = base.rstrip("/")
         self.fetch = fetch
+        self.notes: list[str] = []
+        self._info: dict[str, Mapping[str, Any]] = {}
+        self._files: dict[str, dict[str, list[ReleaseFile]]] = {}
 
     def releases(self, project: str) -> dict[str, list[ReleaseFile]]:
-        payload = _json(self.fetch, f"{self.base}/pypi/{project}/json")
-        return {
-            version: [_json_file(f) for f in files] for version, files in payload.get("releases", {}).items()
+        url = f"{self.base}/pypi/{project}/json"
+        payload = _json(self.fetch, url)
+        self._info[project] = payload.get("info") or {}
+        self._files[project] = {
+            version: [_json_file(url, f) for f in files]
+            for version, files in (payload.get("releases") or {}).items()
         }
+        return self._files[project]
 
     def release(self, project: str, version: str) -> Release:
-        payload = _json(self.fetch, f"{self.base}/pypi/{project}/{version}/json")
-        files = tuple(_json_file(f) for f in payload.get("urls", []))
-        requires = payload.get("info", {}).get("requires_dist")
-        return Release(version=version, files=files, requires_dist=tuple(requires or ()))
+        files = tuple(self._files.get(project, {}).get(version, ()))
+        url = f"{self.base}/pypi/{project}/{version}/json"
+        try:
+            payload = _json(self.fetch, url)
+        except NotFoundError:
+            info = self._info.get(project, {})
+            if info.get("version") == version and info.get("requires_dist") is not None:
+                return Release(version, files, tuple(info["requires_dist"]))
+            return Release(version, files, read_requires_dist(self.fetch, files, self.notes))
+        files = tuple(_json_file(url, f) for f in payload.get("urls") or ()) or files
+        requires = (payload.get("info") or {}).get("requires_dist")
+        if requires is None:
+            return Release(version, files, read_requires_dist(self.fetch, files, self.notes))
+        return Release(version=version, files=files, requires_dist=tuple(requires))
 
 
-def _json_file(item: Mapping[str, Any]) -> ReleaseFile:
+def _json_file(page: str, item: Mapping[str, Any]) -> ReleaseFile:
     return ReleaseFile(
         filename=str(item.get("filename", "")),
-        url=str(item.get("url", "")),
+        url=urljoin(page, str(item.get("url", ""))),
         requires_python=item.get("requires_python") or None,
         upload_time=item.get("upload_time_iso_8601") or item.get("upload_time"),
         yanked=bool(item.get("yanked")),
-        has_metadata=bool(item.get("core_metadata") or item.get("data_dist_info_metadata")),
+        has_metadata=bool(item.get("core_metadata") or item.get("core-metadata")),
+        size=int(item.get("size") or 0),
     )
 
 
-def _simple_file(item: Mapping[str, Any]) -> ReleaseFile:
+def _simple_file(page: str, item: Mapping[str, Any]) -> ReleaseFile:
     return ReleaseFile(
         filename=str(item.get("filename", "")),
-        url=str(item.get("url", "")),
+        url=urljoin(page, str(item.get("url", ""))),
         requires_python=item.get("requires-python") or None,
         upload_time=item.get("upload-time"),
         yanked=bool(item.get("yanked")),
         has_metadata=bool(item.get("core-metadata") or item.get("dist-info-metadata")),
+        size=int(item.get("size") or 0),
     )
 
 
@@ -668,15 +778,10 @@ def _wheel_version(filename: str) -> str | None:
         return None
 
 
-def requires_dist_from_metadata(text: str) -> tuple[str, ...]:
-    """`Requires-Dist:` lines of a wheel's METADATA file."""
-    return tuple(HeaderParser().parsestr(text).get_all("Requires-Dist") or ())
-
-
 class SimpleIndex:
-    """A PEP 691 (JSON) simple index, such as a mirror; PEP 658 metadata for Requires-Dist.
+    """A PEP 691 (JSON) simple index, such as a mirror; Requires-Dist from PEP 658 metadata or the wheel.
 
-    What the mirror cannot answer (HTML only, no metadata files) comes from PyPI's JSON API instead.
+    A mirror that answers only HTML is left for PyPI's JSON API (the fallback).
     """
 
     def __init__(self, url: str, fetch: Fetch = http_get, fallback: PypiJson | None = None) -> None:
@@ -685,22 +790,26 @@ class SimpleIndex:
         self.fallback = fallback or PypiJson(fetch=fetch)
         self.notes: list[str] = []
         self._files: dict[str, dict[str, list[ReleaseFile]]] = {}
+        self._fell_back: set[str] = set()
 
     def releases(self, project: str) -> dict[str, list[ReleaseFile]]:
-        url = f"{self.url}/{project}/"
+        page = f"{self.url}/{project}/"
         try:
-            payload = _json(self.fetch, url, f"{SIMPLE_JSON}, application/json;q=0.1")
+            payload = _json(self.fetch, page, {"Accept": f"{SIMPLE_JSON}, text/html;q=0.01"})
         except NotFoundError:
             raise
         except MirrorError as exc:
-            self.notes.append(f"{url}: no PEP 691 JSON answer ({exc}); used {self.fallback.base} instead")
-            return self.fallback.releases(project)
+            payload = None
+            reason = str(exc)
+        else:
+            reason = "not a PEP 691 project page"
         if not isinstance(payload, dict) or "files" not in payload:
-            self.notes.append(f"{url}: not a PEP 691 project page; used {self.fallback.base} instead")
+            self.notes.append(f"{page}: {reason}; used {self.fallback.base}'s JSON API instead")
+            self._fell_back.add(project)
             return self.fallback.releases(project)
-        by_version: dict[str, list[ReleaseFile]] = {v: [] for v in payload.get("versions", [])}
+        by_version: dict[str, list[ReleaseFile]] = {str(v): [] for v in payload.get("versions") or ()}
         for item in payload["files"]:
-            entry = _simple_file(item)
+            entry = _simple_file(page, item)
             version = _wheel_version(entry.filename)
             if version is not None:
                 by_version.setdefault(version, []).append(entry)
@@ -708,18 +817,10 @@ class SimpleIndex:
         return by_version
 
     def release(self, project: str, version: str) -> Release:
+        if project in self._fell_back:
+            return self.fallback.release(project, version)
         files = tuple(self._files.get(project, {}).get(version, ()))
-        chosen = metadata_file(files)
-        if chosen is not None and chosen.has_metadata and chosen.url:
-            metadata = self.fetch(chosen.url + ".metadata", "*/*").decode("utf-8", "replace")
-            return Release(version=version, files=files, requires_dist=requires_dist_from_metadata(metadata))
-        if files:
-            self.notes.append(
-                f"{self.url}/{project}/: no PEP 658 metadata for {version}; read Requires-Dist from "
-                f"{self.fallback.base}"
-            )
-        found = self.fallback.release(project, version)
-        return Release(version=version, files=files or found.files, requires_dist=found.requires_dist)
+        return Release(version, files, read_requires_dist(self.fetch, files, self.notes))
 
 
 def check(index_url: str | None = None, data_text: str | None = None, fetch: Fetch = http_get) -> Proposal:
@@ -734,6 +835,6 @@ def check(index_url: str | None = None, data_text: str | None = None, fetch: Fet
     vision_files = source.releases("torchvision")
     vision = [source.release("torchvision", v) for v in newer_torchvision(data, vision_files)]
     proposal = propose(text, torch, vision)
-    if isinstance(source, SimpleIndex):
-        proposal.notes = source.notes + proposal.notes
+    notes = source.notes + (source.fallback.notes if isinstance(source, SimpleIndex) else [])
+    proposal.notes = notes + proposal.notes
     return proposal

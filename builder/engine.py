@@ -83,24 +83,31 @@ class Engine:
 
     # --- images ---------------------------------------------------------------------------------
     def pull(self, reference: str) -> str:
-        """Pull `reference`; returns its repo digest (`name@sha256:...`). A miss names the reference."""
-        repository, _, tag = reference.rpartition(":")
+        """Pull `reference` (`name:tag` or `name:tag@sha256:...`); returns its digest `sha256:...`.
+
+        A miss names the exact reference that was tried.
+        """
+        name, _, digest = reference.partition("@")
+        repository, _, tag = name.rpartition(":")
         if "/" in tag or not repository:
-            repository, tag = reference, "latest"
+            repository, tag = name, "latest"
         try:
-            image = self.client.images.pull(repository, tag=tag)
+            image = self.client.images.pull(repository, tag=digest or tag)
         except docker.errors.NotFound:
             raise MirrorError(f"base image {reference} not found in the registry mirror") from None
         except docker.errors.APIError as exc:
             raise MirrorError(f"cannot pull base image {reference}: {_explain(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise MirrorError(f"cannot pull base image {reference}: {exc}") from None
-        digests: list[str] = image.attrs.get("RepoDigests") or []
-        wanted = repository.split("/", 1)[-1] if "." in repository.split("/")[0] else repository
-        for digest in digests:
-            if digest.split("@")[0].endswith(wanted):
-                return digest
-        return digests[0] if digests else image.id
+        if digest:
+            return digest
+        repo_digests: list[str] = image.attrs.get("RepoDigests") or []
+        for repo_digest in repo_digests:
+            if repo_digest.split("@")[0] == repository:
+                return repo_digest.split("@")[1]
+        if repo_digests:
+            return repo_digests[0].split("@")[1]
+        raise MirrorError(f"base image {reference} has no registry digest after the pull")
 
     def image_exists(self, reference: str) -> bool:
         try:

@@ -7,11 +7,12 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from builder import profiles, smoke
+from builder import lock, profiles, smoke
 from builder.cell import Cell
 from builder.engine import Engine
 from builder.errors import MirrorError
@@ -68,7 +69,7 @@ def labels(cell: Cell, *, base_ref: str, base_digest: str, chash: str, revision:
         "org.opencontainers.image.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "org.opencontainers.image.source": SOURCE_URL,
         "org.opencontainers.image.base.name": base_ref,
-        "org.opencontainers.image.base.digest": base_digest.split("@")[-1],
+        "org.opencontainers.image.base.digest": base_digest,
         f"{LABEL_PREFIX}.content-hash": chash,
     }
 
@@ -85,6 +86,7 @@ def build_cell(
     require_gpu: bool = False,
     smoke_timeout: float = smoke.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
+    lock_data: dict[str, Any] | None = None,
 ) -> BuiltCell:
     """Build one cell; tags are created only after the smoke suite passed."""
     write(out, cell.tag, renderer.files(cell))
@@ -94,8 +96,16 @@ def build_cell(
     problems = profiles.unreachable(profile, cell)
     if problems:
         raise MirrorError(problems[0], lines=problems)
-    console.print(f"[bold]{cell.tag}[/]: pulling base {base_ref} (profile {profile.name})")
-    base_digest = engine.pull(base_ref)
+    locked = lock.base_digest(lock_data, profile.name, base_ref) if lock_data and profile.lock_bases else None
+    pinned = f"{base_ref}@{locked}" if locked else base_ref
+    console.print(f"[bold]{cell.tag}[/]: pulling base {pinned} (profile {profile.name})")
+    base_digest = engine.pull(pinned)
+    if locked:
+        build_args["BASE_DIGEST"] = f"@{locked}"
+    elif profile.lock_bases:
+        console.print(
+            f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag"
+        )
     chash = content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
     image_labels = labels(
         cell,

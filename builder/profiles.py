@@ -40,6 +40,7 @@ class ResolvedProfile:
     conda: str
     trusted_host: bool
     ca_bundle: Path | None
+    lock_bases: bool
 
     def base_image(self, cell: Cell) -> str:
         """The base image reference with the registry prefix rewritten (mirror / proxy cache)."""
@@ -104,6 +105,7 @@ def resolve(matrix: Matrix, name: str | None = None) -> ResolvedProfile:
         conda=_expand(chosen, "conda", profile.conda),
         trusted_host=profile.trusted_host,
         ca_bundle=ca_bundle,
+        lock_bases=profile.lock_bases,
     )
 
 

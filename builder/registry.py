@@ -525,10 +525,11 @@ class PushPlan:
         return self.immutable.rpartition(":")[0]
 
 
-def plan_push(cell: Cell, target: Target) -> PushPlan:
+def plan_push(cell: Cell, target: Target, *, local: str | None = None) -> PushPlan:
+    """Push `local` (default: the cell's local immutable tag) as the cell's immutable and floating tags."""
     immutable = cell_immutable_tag(cell)
     return PushPlan(
-        local=f"{IMAGE_NAME}:{immutable}",
+        local=local or f"{IMAGE_NAME}:{immutable}",
         immutable=target.reference(immutable),
         floating=tuple(target.reference(tag) for tag in floating_tags(cell) if tag != immutable),
     )

@@ -114,7 +114,9 @@ def doctor(cell: Cell | None) -> list[HostCheck]:
         engine = None
     else:
         version = engine.version()
-        checks.append(HostCheck("engine", "pass", f"Docker {version.get('Version')} (API {version.get('ApiVersion')})"))
+        checks.append(
+            HostCheck("engine", "pass", f"Docker {version.get('Version')} (API {version.get('ApiVersion')})")
+        )
     if engine is not None:
         if engine.has_nvidia_runtime():
             checks.append(HostCheck("gpu runtime", "pass", "NVIDIA container runtime registered"))
@@ -142,4 +144,6 @@ def driver_check(cell: Cell | None, driver: str | None) -> HostCheck:
             "fail",
             f"driver {driver} is older than the minimum {cell.min_driver} for CUDA {cell.cuda_minor} ({cell.tag})",
         )
-    return HostCheck("driver", "pass", f"driver {driver} >= {cell.min_driver} needed by CUDA {cell.cuda_minor}")
+    return HostCheck(
+        "driver", "pass", f"driver {driver} >= {cell.min_driver} needed by CUDA {cell.cuda_minor}"
+    )

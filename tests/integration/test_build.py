@@ -188,3 +188,19 @@ def test_require_gpu_without_gpu_fails_with_one_clear_line(cli: Cli) -> None:
     result = cli("smoke", CUDA_TAG, "--require-gpu")
     assert result.returncode == 1
     assert "no GPU visible" in result.stdout + result.stderr
+
+
+def test_locked_base_digest_pins_the_build(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+    spec = yaml.safe_load((project_copy / "matrix.yaml").read_text())
+    spec["mirrors"]["profiles"]["local"]["lock_bases"] = True
+    (project_copy / "matrix.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run = Cli(env=local_env, cwd=project_copy)
+    updated = run("lock", "--update")
+    assert updated.returncode == 0, updated.stderr[-2000:]
+    digest = engine.pull(f"{local_env['SANDBOX_REGISTRY']}/library/debian:12")
+    assert f"{local_env['SANDBOX_REGISTRY']}/library/debian:12: {digest}" in updated.stdout
+    result = run("build", CPU_TAG, "--out", str(project_copy / "images"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"library/debian:12@{digest}" in result.stderr
+    labels = engine.image_attrs(CPU_IMAGE)["Config"]["Labels"]
+    assert labels["org.opencontainers.image.base.digest"] == digest

@@ -10,7 +10,9 @@ def test_too_old_driver_is_reported_with_both_versions(default_matrix: matrix.Ma
     cell = default_matrix.cell("2.14-cuda13.0-debian12")
     check = driver_check(cell, "535.104.05")
     assert check.status == "fail"
-    assert check.detail.startswith(f"driver 535.104.05 is older than the minimum {cell.min_driver} for CUDA 13.0")
+    assert check.detail.startswith(
+        f"driver 535.104.05 is older than the minimum {cell.min_driver} for CUDA 13.0"
+    )
 
 
 def test_new_enough_driver_passes(default_matrix: matrix.Matrix) -> None:

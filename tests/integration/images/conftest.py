@@ -36,7 +36,9 @@ def default_cells() -> matrix.Matrix:
 
 
 def build_image(cli: Cli, default_cells: matrix.Matrix, tag: str) -> BuiltImage:
-    result = cli("build", tag, extra_env={"REGISTRY_PASSWORD": CANARY_PASSWORD, "REGISTRY_USERNAME": "ci-robot"})
+    result = cli(
+        "build", tag, extra_env={"REGISTRY_PASSWORD": CANARY_PASSWORD, "REGISTRY_USERNAME": "ci-robot"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     cell = default_cells.cell(tag)
     return BuiltImage(cell=cell, reference=local_references(cell)[0])
@@ -52,5 +54,8 @@ def host(image: BuiltImage, engine: Any) -> Iterator[Any]:
 def docker_history(reference: str) -> str:
     return subprocess.run(
         ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", reference],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout

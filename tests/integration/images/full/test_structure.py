@@ -44,7 +44,9 @@ class TestFullStructure(TestSlimStructure):
 
     def test_ssh_is_key_only_and_has_no_baked_host_keys(self, host: Any) -> None:
         assert not host.run("ls /etc/ssh/ssh_host_*").stdout.strip()
-        config = host.run("/usr/sbin/sshd -T -f /etc/ssh/sshd_config -o HostKey=/dev/null 2>/dev/null || true")
+        config = host.run(
+            "/usr/sbin/sshd -T -f /etc/ssh/sshd_config -o HostKey=/dev/null 2>/dev/null || true"
+        )
         text = host.file("/etc/ssh/sshd_config.d/pytorch-cuda-images.conf").content_string
         assert "PasswordAuthentication no" in text and "PermitRootLogin no" in text
         del config

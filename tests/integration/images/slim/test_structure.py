@@ -89,7 +89,9 @@ class TestSlimStructure:
 
     def test_size_within_budget(self, image: BuiltImage, engine: Any) -> None:
         size = engine.image_attrs(image.reference)["Size"]
-        assert size <= image.cell.size_budget_gb * 1e9, f"{size / 1e9:.2f} GB > {image.cell.size_budget_gb} GB"
+        assert size <= image.cell.size_budget_gb * 1e9, (
+            f"{size / 1e9:.2f} GB > {image.cell.size_budget_gb} GB"
+        )
 
     def test_variant_servers(self, host: Any, image: BuiltImage) -> None:
         """slim: a command-line image with no Jupyter and no SSH server."""
