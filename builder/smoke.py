@@ -107,11 +107,11 @@ class HostCheck:
 def doctor(cell: Cell | None) -> list[HostCheck]:
     """Engine, GPU runtime and driver against the cell's floor, checked before any build or run."""
     checks: list[HostCheck] = []
+    engine: Engine | None = None
     try:
         engine = Engine.connect()
     except EngineUnavailableError as exc:
         checks.append(HostCheck("engine", "fail", str(exc)))
-        engine = None
     else:
         version = engine.version()
         checks.append(
@@ -142,7 +142,8 @@ def driver_check(cell: Cell | None, driver: str | None) -> HostCheck:
         return HostCheck(
             "driver",
             "fail",
-            f"driver {driver} is older than the minimum {cell.min_driver} for CUDA {cell.cuda_minor} ({cell.tag})",
+            f"driver {driver} is older than the minimum {cell.min_driver} for CUDA {cell.cuda_minor}"
+            f" ({cell.tag})",
         )
     return HostCheck(
         "driver", "pass", f"driver {driver} >= {cell.min_driver} needed by CUDA {cell.cuda_minor}"
