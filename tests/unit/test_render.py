@@ -112,7 +112,7 @@ def test_cpu_cell_pins_the_cpu_wheel_from_the_pytorch_cpu_index(
     text = dockerfile(rendered, "2.13-cpu-debian12")
     assert '"torch==2.13.0+cpu"' in text
     assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cpu"]
-    assert "FROM ${BASE_REGISTRY}/library/debian:12 AS base" in text
+    assert "FROM ${BASE_REGISTRY}/library/debian:12${BASE_DIGEST} AS base" in text
     assert "torchvision" not in text
     cell_json = json.loads(rendered["2.13-cpu-debian12"]["cell.json"])
     assert cell_json["torch"] == "2.13.0"
@@ -211,7 +211,7 @@ def test_toolkit_wheels_only_where_the_dev_base_is_wheels(
         if cell.cuda_dev_base == "wheels":
             assert f"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]=={cell.toolkit_wheel}" in stage(text, "full")
             assert text.count("cuda-toolkit[") == 1
-            assert f"FROM ${{BASE_REGISTRY}}/{cell.base_image} AS base" in text
+            assert f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}} AS base" in text
             assert not cell.base_image.startswith("nvidia/")
         else:
             assert "cuda-toolkit[" not in text, cell.tag
@@ -229,7 +229,7 @@ def test_full_cells_before_cuda_13_use_nvidia_devel_base(rendered: dict[str, dic
         assert f'org.opencontainers.image.base.name="docker.io/{image}"' in text
     # the slim sibling keeps the plain OS image
     slim = dockerfile(rendered, "2.9-cuda12.8-ubuntu22.04")
-    assert "FROM ${BASE_REGISTRY}/library/ubuntu:22.04 AS base\n" in slim
+    assert "FROM ${BASE_REGISTRY}/library/ubuntu:22.04${BASE_DIGEST} AS base\n" in slim
 
 
 def test_apt_sources_use_each_os_codename(
