@@ -225,7 +225,7 @@ def test_full_cells_before_cuda_13_use_nvidia_devel_base(rendered: dict[str, dic
     }
     for tag, image in expected.items():
         text = dockerfile(rendered, tag)
-        assert f"FROM ${{BASE_REGISTRY}}/{image} AS base\n" in text
+        assert f"FROM ${{BASE_REGISTRY}}/{image}${{BASE_DIGEST}} AS base\n" in text
         assert f'org.opencontainers.image.base.name="docker.io/{image}"' in text
     # the slim sibling keeps the plain OS image
     slim = dockerfile(rendered, "2.9-cuda12.8-ubuntu22.04")
