@@ -1,6 +1,7 @@
 # A thin front door over `python -m builder`. `make` alone prints this help.
 #   make quickstart                  set up the sandbox, then build, smoke-test and tag 2.13-cpu-debian12
 #   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1]
+#   make push TAG=2.9-cuda12.8-ubuntu22.04 [REGISTRY=harbor.example.com/ml]
 #   make render | make test | make lint | make sandbox | make sandbox-down
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +13,7 @@ SANDBOX_DIR ?= /var/tmp/pytorch-cuda-images-sandbox
 export MIRROR
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render check-render build quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
+.PHONY: help venv render check-render build push mirror-bases quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
 
 help: ## Show this help
 	@echo "pytorch-cuda-images: PyTorch + CUDA images from matrix.yaml"
@@ -38,7 +39,15 @@ check-render: $(PY) ## Fail when images/ is stale
 build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
 	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
-	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push)
+	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push) $(if $(REQUIRE_GPU),--require-gpu)
+
+push: $(PY) ## Push the built TAG: immutable tag, digest verified, then floating tags (REGISTRY=host/project)
+	@test -n "$(TAG)" || { echo "usage: make push TAG=2.9-cuda12.8-ubuntu22.04 [REGISTRY=host/project]" >&2; exit 2; }
+	$(PY) -m builder push $(TAG)
+
+mirror-bases: $(PY) ## Copy base images by digest into the team registry (TO=host/prefix PROFILE=name ONLY=glob)
+	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
+	  $(PY) -m builder mirror-bases $(if $(ONLY),--only '$(ONLY)') $(if $(TO),--to $(TO)) $(if $(PROFILE),--profile $(PROFILE))
 
 sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, PyPI mirror (idempotent)
 	$(PY) -m builder.sandbox up
@@ -66,6 +75,13 @@ lint: $(PY) ## ruff, mypy, hadolint on every rendered Dockerfile, render --check
 
 bench: $(PY) ## Benchmarks (render speed)
 	$(PY) bench/render.py
+
+.PHONY: compat-check ci-matrix
+compat-check: $(PY) ## Diff of what PyPI released that builder/data/compat.yaml lacks (INDEX_URL=mirror)
+	$(PY) -m builder compat check $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
+
+ci-matrix: $(PY) ## The cells as a CI job matrix (FORMAT=github|gitlab, ONLY=glob)
+	$(PY) -m builder ci-matrix --format $(or $(FORMAT),github) $(if $(ONLY),--only '$(ONLY)')
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

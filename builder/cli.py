@@ -359,14 +359,11 @@ def mirror_bases_command(
     only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
     to: Annotated[
         str | None,
-        typer.Option(
-            "--to",
-            envvar="BASES_REGISTRY",
-            help="host[:port][/prefix] (default: the registry target's host).",
-        ),
+        typer.Option("--to", envvar="BASES_REGISTRY", help="host[:port][/prefix] (default: target host)."),
     ] = None,
-    lock: Annotated[
-        Path | None, typer.Option("--lock", help="Lock file (default: bases.lock next to the matrix).")
+    record_profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="Record the copies in matrix.lock under this profile."),
     ] = None,
     mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Source profile.")] = None,
     registry: RegistryOption = None,
@@ -374,32 +371,44 @@ def mirror_bases_command(
     retry_max_s: Annotated[float | None, typer.Option("--retry-max-s", envvar="PUSH_RETRY_MAX_S")] = None,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
-    """Copy the base images of the selected cells, by digest, from the profile's registry into the team's."""
+    """Copy the selected cells' base images, by digest, from the profile's registry into the team's."""
     from rich.console import Console
 
-    from builder import profiles
+    from builder import lock, profiles
     from builder import registry as registry_mod
     from builder.engine import Engine
 
     m = _load(matrix)
+    if record_profile is not None and record_profile not in m.spec.mirrors.profiles:
+        raise ConfigError(
+            f"--profile {record_profile!r}: unknown mirror profile; "
+            f"allowed: {', '.join(m.spec.mirrors.profiles)}"
+        )
     profile = profiles.resolve(m, mirror)
     cells = m.select(only) if only else list(m.cells)
     destination = to or registry_mod.resolve_target(m.spec.registry.target, registry).host
-    lock_path = lock or m.path.resolve().parent / "bases.lock"
-    bases = registry_mod.select_bases(cells, profile.base_image)
+    path = lock.lock_path(m.path)
+    recorded = lock.read(path)["bases"].get(record_profile or "", {}) or {}
     engine = Engine.connect()
     done = registry_mod.mirror_bases(
         engine,
-        bases,
+        registry_mod.select_bases(cells, profile.base_image),
         destination,
-        lock_path=lock_path,
         policy=registry_mod.RetryPolicy.from_env(retries, retry_max_s),
         console=Console(stderr=True, soft_wrap=True),
+        recorded=recorded,
     )
     for item in done:
         action = "copied" if item.copied else "present"
         _echo(f"{action} {item.mirror}@{item.mirror_digest} (from {item.source}@{item.digest})")
-    _echo(f"{len(done)} base images in {destination}; digests recorded in {lock_path}")
+    if record_profile is None:
+        _echo(f"{len(done)} base images in {destination} (--profile NAME records them in {path.name})")
+        return
+    digests = {item.mirror: item.mirror_digest for item in done}
+    refs = {ref: ref for ref in [*recorded, *digests]}
+    text, _ = lock.updated_text(path, list(m.cells), record_profile, refs, digests.get)
+    path.write_text(text, encoding="utf-8")
+    _echo(f"{len(done)} base images in {destination}; digests recorded in {path} (profile {record_profile})")
 
 
 @app.command("smoke")
@@ -503,6 +512,149 @@ def lock_command(
     _echo(diff or f"{path}: unchanged")
     for problem in unresolved:
         typer.echo(f"warning: {problem}", err=True)
+
+
+# --- nightly pieces: compat check, CI job matrix, run reports (builder/compat_check.py, ci_matrix.py,
+# report.py) ----------------------------------------------------------------------------------------
+
+compat_app = typer.Typer(no_args_is_help=True, help="The compatibility data (builder/data/compat.yaml).")
+app.add_typer(compat_app, name="compat")
+report_app = typer.Typer(no_args_is_help=True, help="Run reports: per-cell results, a JSON and an HTML page.")
+app.add_typer(report_app, name="report")
+
+
+@compat_app.command("check")
+def compat_check_command(
+    index_url: Annotated[
+        str | None, typer.Option("--index-url", help="A PEP 691 simple index (a mirror) instead of PyPI.")
+    ] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", help="Use this mirror profile's PyPI.")] = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 1 when the data lacks a release.")
+    ] = False,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Print what PyPI released that the compat data lacks, as a diff to review; never edits the data."""
+    from builder import compat_check, profiles
+
+    url = index_url or (profiles.resolve(_load(matrix), mirror).pypi if mirror else None)
+    proposal = compat_check.check(url)
+    for note in proposal.notes:
+        typer.echo(f"note: {note}", err=True)
+    if proposal.current:
+        _echo("compat data is current")
+        return
+    typer.echo(proposal.diff, nl=False)
+    changed = sorted({c.minor for c in proposal.changes}, key=lambda v: tuple(map(int, v.split("."))))
+    typer.echo(
+        f"{len(proposal.changes)} changes (torch {', '.join(changed)}): review the diff, then apply it "
+        f"with `git apply` to {compat_check.DATA_PATH}",
+        err=True,
+    )
+    if fail_on_drift:
+        raise typer.Exit(1)
+
+
+@app.command("ci-matrix")
+def ci_matrix_command(
+    fmt: Annotated[str, typer.Option("--format", help="github or gitlab.")] = "github",
+    only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
+    cpu_runner: Annotated[
+        list[str] | None, typer.Option("--cpu-runner", help="Runner label/tag for CPU cells (repeatable).")
+    ] = None,
+    gpu_runner: Annotated[
+        list[str] | None, typer.Option("--gpu-runner", help="Runner label/tag for CUDA cells (repeatable).")
+    ] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """The cells as a CI job matrix, one cell per job: GitHub `fromJSON` include list or GitLab child YAML."""
+    from builder import ci_matrix
+
+    if fmt not in ("github", "gitlab"):
+        raise ConfigError(f"--format {fmt!r}: allowed: github, gitlab")
+    m = _load(matrix)
+    cells = m.select(only) if only else list(m.cells)
+    default = ci_matrix.GITHUB_RUNNERS if fmt == "github" else ci_matrix.GITLAB_RUNNERS
+    runners = ci_matrix.Runners(
+        cpu=tuple(cpu_runner) if cpu_runner else default.cpu,
+        gpu=tuple(gpu_runner) if gpu_runner else default.gpu,
+    )
+    if fmt == "github":
+        _echo(ci_matrix.github_json(cells, runners))
+    else:
+        typer.echo(ci_matrix.gitlab(cells, runners, source=str(matrix)), nl=False)
+
+
+@report_app.command("cell")
+def report_cell_command(
+    tag: str,
+    status: Annotated[
+        str,
+        typer.Option("--status", help="passed|failed|skipped|cached|timeout|interrupted or a CI outcome."),
+    ],
+    build_seconds: Annotated[float | None, typer.Option("--build-seconds")] = None,
+    size_bytes: Annotated[int | None, typer.Option("--size-bytes")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Default: IMAGES/<tag>/build.log.")] = None,
+    detail: Annotated[str | None, typer.Option("--detail")] = None,
+    images: Annotated[Path, typer.Option("--images", help="Where the build left its files.")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("reports/cells"),
+) -> None:
+    """Record one cell's result (its smoke-result.json read for the failing check) as OUT/<tag>.json."""
+    from builder import report
+    from builder.tags import parse_tag
+
+    tag = parse_tag(tag).tag
+    smoke_file = images / tag / "smoke-result.json"
+    facts = report.smoke_facts(json.loads(smoke_file.read_text()) if smoke_file.is_file() else None)
+    if detail is not None:
+        facts["detail"] = detail
+    log_path = log or images / tag / "build.log"
+    result = report.CellResult.for_tag(
+        tag,
+        status,
+        size_bytes=size_bytes,
+        build_s=build_seconds,
+        log_path=str(log_path) if log_path.is_file() else None,
+        **facts,
+    )
+    _echo(f"{report.save_result(result, out)}: {result.status}")
+
+
+@report_app.command("render")
+def report_render_command(
+    results: Annotated[list[Path], typer.Argument(help="Cell result files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("reports"),
+    compat: Annotated[bool, typer.Option("--compat", help="Run `compat check` into the report.")] = False,
+    index_url: Annotated[str | None, typer.Option("--index-url", help="For --compat.")] = None,
+    started: Annotated[str | None, typer.Option("--started", help="ISO time the run started.")] = None,
+) -> None:
+    """Turn cell results into OUT/report.json and OUT/index.html (build logs copied into OUT/logs/)."""
+    import datetime as dt
+
+    from builder import report
+    from builder.errors import MirrorError
+
+    cells = report.load_results(results)
+    now = dt.datetime.now(dt.UTC)
+    begin = dt.datetime.fromisoformat(started) if started else now
+    if not started:
+        files = [p for r in results for p in ([r] if r.is_file() else r.rglob("*.json"))]
+        if files:
+            begin = dt.datetime.fromtimestamp(min(p.stat().st_mtime for p in files), dt.UTC)
+    diff, notes = "", []
+    if compat:
+        from builder import compat_check
+
+        try:
+            proposal = compat_check.check(index_url)
+            diff, notes = proposal.diff, proposal.notes
+        except MirrorError as exc:
+            notes = [f"compat check could not run: {exc}"]
+    run = report.RunReport(begin, now, tuple(cells), compat_diff=diff, compat_notes=tuple(notes))
+    _, html_path = report.write_report(run, out, copy_logs=True)
+    summary = ", ".join(f"{n} {s}" for s, n in run.counts.items() if n) or "no cells"
+    compat_line = "compat data is current" if not diff else "compat data lacks releases (see the report)"
+    _echo(f"{html_path}: {len(cells)} cells: {summary}; {compat_line}")
 
 
 def main() -> None:

@@ -593,6 +593,10 @@ class NotFoundError(MirrorError):
     """The index has no such project, release or file (HTTP 404)."""
 
 
+class NotJsonError(MirrorError):
+    """The answer is not JSON (an HTML-only simple index, for one)."""
+
+
 def _ssl_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     if SYSTEM_CA_BUNDLE.is_file():
@@ -625,7 +629,7 @@ def _json(fetch: Fetch, url: str, headers: Mapping[str, str] = JSON_ACCEPT) -> A
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise MirrorError(f"{url}: not a JSON answer") from None
+        raise NotJsonError(f"{url}: not a JSON answer") from None
 
 
 class _RangeReader(io.RawIOBase):
@@ -740,7 +744,7 @@ class PypiJson:
             if info.get("version") == version and info.get("requires_dist") is not None:
                 return Release(version, files, tuple(info["requires_dist"]))
             return Release(version, files, read_requires_dist(self.fetch, files, self.notes))
-        files = tuple(_json_file(url, f) for f in payload.get("urls") or ()) or files
+        files = files or tuple(_json_file(url, f) for f in payload.get("urls") or ())
         requires = (payload.get("info") or {}).get("requires_dist")
         if requires is None:
             return Release(version, files, read_requires_dist(self.fetch, files, self.notes))
@@ -781,7 +785,8 @@ def _wheel_version(filename: str) -> str | None:
 class SimpleIndex:
     """A PEP 691 (JSON) simple index, such as a mirror; Requires-Dist from PEP 658 metadata or the wheel.
 
-    A mirror that answers only HTML is left for PyPI's JSON API (the fallback).
+    A mirror that answers only HTML is left for PyPI's JSON API (the fallback); one that does not answer
+    at all is an error (MirrorError), not a reason to ask someone else.
     """
 
     def __init__(self, url: str, fetch: Fetch = http_get, fallback: PypiJson | None = None) -> None:
@@ -796,15 +801,12 @@ class SimpleIndex:
         page = f"{self.url}/{project}/"
         try:
             payload = _json(self.fetch, page, {"Accept": f"{SIMPLE_JSON}, text/html;q=0.01"})
-        except NotFoundError:
-            raise
-        except MirrorError as exc:
+        except NotJsonError:
             payload = None
-            reason = str(exc)
-        else:
-            reason = "not a PEP 691 project page"
         if not isinstance(payload, dict) or "files" not in payload:
-            self.notes.append(f"{page}: {reason}; used {self.fallback.base}'s JSON API instead")
+            self.notes.append(
+                f"{page}: not a PEP 691 JSON project page; used {self.fallback.base}'s JSON API"
+            )
             self._fell_back.add(project)
             return self.fallback.releases(project)
         by_version: dict[str, list[ReleaseFile]] = {str(v): [] for v in payload.get("versions") or ()}

@@ -235,7 +235,9 @@ class Engine:
                 **kwargs,
             )
         except docker.errors.ImageNotFound:
-            raise ConfigError(f"no image {image} on this engine: build it first (make build TAG=...)") from None
+            raise ConfigError(
+                f"no image {image} on this engine: build it first (make build TAG=...)"
+            ) from None
         try:
             container.start()
             yield container
@@ -281,7 +283,10 @@ class Engine:
     # error text is redacted before it leaves this section. `auth=None`: docker-py's own config lookup.
 
     def push(
-        self, reference: str, *, auth: Mapping[str, str] | None,
+        self,
+        reference: str,
+        *,
+        auth: Mapping[str, str] | None,
         on_layer: Callable[[str, str, int, int], None] | None = None,
     ) -> str:
         """Push one `host/repo:tag`; returns the manifest digest the registry took. RegistryError on failure.
@@ -292,8 +297,13 @@ class Engine:
         secrets = _auth_secrets(auth)
         digest = ""
         try:
-            stream = self.client.api.push(repository, tag=tag, stream=True, decode=True,
-                                          auth_config=dict(auth) if auth is not None else None)
+            stream = self.client.api.push(
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=dict(auth) if auth is not None else None,
+            )
             for chunk in stream:
                 if "error" in chunk:
                     detail = chunk.get("errorDetail") or {}
@@ -305,13 +315,18 @@ class Engine:
                 layer, status = chunk.get("id"), chunk.get("status")
                 if layer and status and on_layer is not None:
                     progress = chunk.get("progressDetail") or {}
-                    on_layer(str(layer), str(status), int(progress.get("current") or 0),
-                             int(progress.get("total") or 0))
+                    on_layer(
+                        str(layer),
+                        str(status),
+                        int(progress.get("current") or 0),
+                        int(progress.get("total") or 0),
+                    )
         except docker.errors.APIError as exc:
             raise RegistryError(redact(f"push of {reference} failed: {_explain(exc)}", secrets)) from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(redact(f"push of {reference} failed: the engine stopped answering ({exc})",
-                                       secrets)) from None
+            raise RegistryError(
+                redact(f"push of {reference} failed: the engine stopped answering ({exc})", secrets)
+            ) from None
         if not digest:
             raise RegistryError(f"push of {reference} failed: the engine reported no manifest digest")
         return digest
@@ -320,15 +335,17 @@ class Engine:
         """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
         secrets = _auth_secrets(auth)
         try:
-            data = self.client.api.inspect_distribution(reference,
-                                                        auth_config=dict(auth) if auth is not None else None)
+            data = self.client.api.inspect_distribution(
+                reference, auth_config=dict(auth) if auth is not None else None
+            )
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
             raise RegistryError(redact(f"cannot query {reference}: {_explain(exc)}", secrets)) from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(redact(f"cannot query {reference}: the engine stopped answering ({exc})",
-                                       secrets)) from None
+            raise RegistryError(
+                redact(f"cannot query {reference}: the engine stopped answering ({exc})", secrets)
+            ) from None
         digest: str = data["Descriptor"]["digest"]
         return digest
 
@@ -342,8 +359,9 @@ class Engine:
         secrets = _auth_secrets(auth)
         where = f"{repository}@{digest}"
         try:
-            image = self.client.images.pull(repository, tag=digest,
-                                            auth_config=dict(auth) if auth is not None else None)
+            image = self.client.images.pull(
+                repository, tag=digest, auth_config=dict(auth) if auth is not None else None
+            )
         except docker.errors.APIError as exc:
             raise RegistryError(redact(f"cannot pull {where}: {_explain(exc)}", secrets)) from None
         except requests.exceptions.RequestException as exc:

@@ -56,10 +56,8 @@ def read(path: Path) -> dict[str, Any]:
         return {"cells": {}, "bases": {}}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"{path}: invalid YAML: {exc}; regenerate it with `python -m builder lock --update`"
-        )
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: invalid YAML; regenerate it: python -m builder lock --update") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected keys cells, bases; regenerate it with `python -m builder lock --update`"

@@ -105,7 +105,7 @@ class Profile(_Strict):
     conda: str = "https://conda.anaconda.org"
     trusted_host: bool = False
     ca_bundle: str | None = None
-    lock_bases: bool = True  # false for a per-machine registry (the sandbox), whose digests mean nothing elsewhere
+    lock_bases: bool = True  # false for a per-machine registry (the sandbox): digests differ per machine
 
     @field_validator("registry", "pypi", "pytorch", "conda")
     @classmethod

@@ -5,7 +5,7 @@
   `auth`, `identitytoken`, credential helpers). Credentials are passed per call, never printed or stored.
 - `plan_push` / `push_cell`: immutable tag first, its digest verified, then the floating tags; skipped when
   the registry already holds the same content (same digest or same content-hash label).
-- `mirror_bases`: copy base images by digest into the team registry and record them in `bases.lock`.
+- `mirror_bases`: copy base images by digest into the team registry (recorded in matrix.lock).
 - `ensure_harbor_project`: Harbor's API v2.0, only for `--create-project` (kept apart from the push path).
 
 All docker-py calls go through `builder.engine.Engine`; the small HTTP client here reads manifests and
@@ -596,8 +596,9 @@ class LayerProgress:
             self._progress.update(
                 self._tasks[layer], description=f"{layer} {status}", completed=current, total=total or None
             )
-        if status.startswith((*self.DONE, "Retrying")) and self._seen.get(layer) != status:
-            self._seen[layer] = status
+        state = "Retrying" if status.startswith("Retrying") else status  # one line per countdown
+        if status.startswith((*self.DONE, "Retrying")) and self._seen.get(layer) != state:
+            self._seen[layer] = state
             self.console.print(f"  layer {layer}: {status}", markup=False, highlight=False)
 
 
@@ -760,31 +761,21 @@ class MirroredBase:
     copied: bool
 
 
-def load_lock(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {"version": 1, "bases": {}}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError:
-        raise ConfigError(f"{path}: not valid JSON (delete it to start over)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("bases"), dict):
-        raise ConfigError(f'{path}: expected {{"version": 1, "bases": {{...}}}}')
-    return data
-
-
 def mirror_bases(
     engine: Engine,
     bases: Mapping[str, str],
     to: str,
     *,
-    lock_path: Path,
     policy: RetryPolicy,
     console: Console,
+    recorded: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[MirroredBase]:
     """Copy each base (`library/debian:12` -> its source reference) by digest to `<to>/<same path>`.
 
-    Skips what the target already holds with the source's digest; writes `lock_path` (JSON)."""
+    Skips a base the target already holds with the source's digest (or with the digest `recorded` for
+    its mirror reference, as in matrix.lock); the caller records the results in the lock data.
+    """
     say: Say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
     prefix = to.strip().rstrip("/")
     if prefix.startswith(("http://", "https://")) or looks_secret(prefix) or "@" in prefix:
@@ -792,13 +783,10 @@ def mirror_bases(
     host = prefix.split("/", 1)[0]
     if not _HOST.match(host) or not ("." in host or ":" in host or host == "localhost"):
         raise ConfigError(f"--to {to!r}: {host!r} is not a registry host")
-    target_auth = lookup_credentials(host, env=env)
-    lock = load_lock(lock_path)
+    target_auth = _auth(lookup_credentials(host, env=env))
     done: list[MirroredBase] = []
     for base, source in sorted(bases.items()):
-        source_host = source.split("/", 1)[0]
-        source_creds = lookup_credentials(source_host, env=env, use_env=False)
-        source_auth = _auth(source_creds)
+        source_auth = _auth(lookup_credentials(source.split("/", 1)[0], env=env, use_env=False))
         digest = with_retries(
             policy,
             f"checking {source}",
@@ -811,40 +799,29 @@ def mirror_bases(
         present = with_retries(
             policy,
             f"checking {mirror}",
-            functools.partial(engine.registry_digest, mirror, auth=_auth(target_auth)),
+            functools.partial(engine.registry_digest, mirror, auth=target_auth),
             say,
         )
-        entry = lock["bases"].get(base) or {}
-        copied = False
-        recorded = entry.get("mirror_digest") if entry.get("digest") == digest else None
-        if present is not None and present in (digest, recorded):
+        if present is not None and present in (digest, (recorded or {}).get(mirror)):
             say(f"{mirror}: already holds {present}; skipped")
-            mirror_digest = present
-        else:
-            repository = source.rpartition(":")[0] if ":" in source.rsplit("/", 1)[-1] else source
-            say(f"copying {source}@{digest} -> {mirror}")
-            image_id = with_retries(
-                policy,
-                f"pull of {repository}@{digest}",
-                functools.partial(engine.pull_by_digest, repository, digest, auth=source_auth),
-                say,
+            done.append(MirroredBase(base, source, digest, mirror, present, copied=False))
+            continue
+        repository = source.rpartition(":")[0] if ":" in source.rsplit("/", 1)[-1] else source
+        say(f"copying {source}@{digest} -> {mirror}")
+        image_id = with_retries(
+            policy,
+            f"pull of {repository}@{digest}",
+            functools.partial(engine.pull_by_digest, repository, digest, auth=source_auth),
+            say,
+        )
+        engine.tag(image_id, mirror)
+        mirror_digest = _push_verified(engine, mirror, mirror, target_auth, policy, console, say)
+        if mirror_digest != digest:
+            say(
+                f"note: {mirror} has digest {mirror_digest}, the source {digest} "
+                "(the engine re-compressed its layers); the mirror's digest is recorded"
             )
-            engine.tag(image_id, mirror)
-            mirror_digest = _push_verified(engine, mirror, mirror, _auth(target_auth), policy, console, say)
-            if mirror_digest != digest:
-                say(
-                    f"note: {mirror} has digest {mirror_digest}, the source {digest} "
-                    "(the engine re-compressed its layers); both are recorded"
-                )
-            copied = True
-        lock["bases"][base] = {
-            "source": source,
-            "digest": digest,
-            "mirror": mirror,
-            "mirror_digest": mirror_digest,
-        }
-        done.append(MirroredBase(base, source, digest, mirror, mirror_digest, copied))
-        lock_path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        done.append(MirroredBase(base, source, digest, mirror, mirror_digest, copied=True))
     return done
 
 

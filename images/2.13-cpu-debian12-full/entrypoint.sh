@@ -115,6 +115,7 @@ supervise() {
 
 if [[ "$(id -u)" != 0 ]]; then
   # Started with --user: no remapping and no sshd (it needs root); run the command as is.
+  [[ -w "${HOME:-/}" ]] || export HOME=/tmp
   if [[ "${1:-lab}" == lab ]]; then
     jupyter_token
     export JUPYTER_TOKEN

@@ -101,13 +101,16 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
     """The CPU full image from the repository's templates, with the sandbox as the cell's wheel index."""
     shutil.copytree(REPO / "templates", workdir / "templates")
     spec = yaml.safe_load((REPO / "matrix.yaml").read_text())
-    spec["overrides"] = [*spec.get("overrides", []), {"select": CPU_TAG, "wheel_index": sandbox_info.pypi_url}]
+    override = {"select": CPU_TAG, "wheel_index": sandbox_info.pypi_url}
+    spec["overrides"] = [*spec.get("overrides", []), override]
     (workdir / "matrix.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     with sandbox_environment(sandbox_info):
         m = matrix.load(workdir / "matrix.yaml")
         cell = m.cell(CPU_TAG)
-        built = pipeline.build_cell(engine, Renderer(workdir / "templates"), cell, profiles.resolve(m, "local"),
-                                    out=workdir / "images", console=Console(stderr=True), run_smoke=False)
+        built = pipeline.build_cell(
+            engine, Renderer(workdir / "templates"), cell, profiles.resolve(m, "local"),
+            out=workdir / "images", console=Console(stderr=True), run_smoke=False,
+        )
     report = smoke.run(engine, built.image_id)
     failed = {c["name"] for c in report.failures()}
     assert failed <= {"torchvision"}, report.table()
@@ -152,8 +155,15 @@ def http() -> requests.Session:
     return session
 
 
+def get(url: str, token: str | None = None) -> requests.Response:
+    """A GET in a fresh session: no login cookie from an earlier answer."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    with http() as session:
+        return session.get(url, headers=headers, timeout=5)
+
+
 def wait_for_jupyter(container: Any, token: str, timeout: float = 60) -> float:
-    """Seconds until /api/status answers 200 with the token, counted from the container's start."""
+    """Seconds until /api/status answers 200 with the token, counted from this call."""
     port = host_port(container, "8888/tcp")
     started = time.monotonic()
     with http() as session:
@@ -208,8 +218,10 @@ def wait_for_ssh(port: int, key: Path, timeout: float = 30) -> None:
     raise AssertionError(f"ssh never succeeded: {result.stderr if result else ''}")
 
 
-def docker_run(image: FullImage, *command: str, entrypoint: str | None = None, env: dict[str, str] | None = None,
-               volume: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def docker_run(
+    image: FullImage, *command: str, entrypoint: str | None = None, env: dict[str, str] | None = None,
+    volume: str | None = None, timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     args = ["docker", "run", "--rm"]
     if entrypoint is not None:
         args += ["--entrypoint", entrypoint]
@@ -225,21 +237,27 @@ def docker_run(image: FullImage, *command: str, entrypoint: str | None = None, e
 
 
 def test_jupyter_generates_a_token_prints_it_once_and_requires_it(image: FullImage, engine: Engine) -> None:
+    started = time.monotonic()
     with engine.container(image.reference, ["lab"], ports=loopback_ports("8888/tcp", "22/tcp")) as container:
         token = generated_token(container)
-        seconds = wait_for_jupyter(container, token)
-        print(f"{image.tag}: Jupyter answered 200 {seconds:.1f} s after start")
+        wait_for_jupyter(container, token)
+        seconds = time.monotonic() - started
+        print(f"{image.tag}: Jupyter answered 200 {seconds:.1f} s after the container was created")
         assert seconds < STARTUP_LIMIT_S
         port = host_port(container, "8888/tcp")
-        with http() as session:
-            url = f"http://127.0.0.1:{port}/api/status"
-            assert session.get(url, headers={"Authorization": f"token {token}"}, timeout=5).status_code == 200
-            assert session.get(url, timeout=5).status_code == 403
-            assert session.get(url, headers={"Authorization": "token wrong"}, timeout=5).status_code == 403
-            assert session.get(f"{url}?token={token}", timeout=5).status_code == 200
-            listing = session.get(f"http://127.0.0.1:{port}/api/contents/", timeout=5,
-                                  headers={"Authorization": f"token {token}"})
-            assert listing.status_code == 200 and listing.json()["path"] == ""  # root dir is /workspace
+        url = f"http://127.0.0.1:{port}/api/status"
+        assert get(url, token).status_code == 200
+        assert get(url).status_code == 403
+        assert get(url, "wrong").status_code == 403
+        assert get(f"{url}?token={token}").status_code == 200
+        assert get(f"http://127.0.0.1:{port}/api/contents/made-by-jupyter", token).status_code == 404
+        with http() as session:  # a file saved through Jupyter lands in /workspace, owned by dev
+            saved = session.put(f"http://127.0.0.1:{port}/api/contents/made-by-jupyter.txt", timeout=5,
+                                headers={"Authorization": f"token {token}"},
+                                json={"type": "file", "format": "text", "content": "hi"})
+            assert saved.status_code == 201, saved.text
+        owner = container.exec_run(["stat", "-c", "%U", "/workspace/made-by-jupyter.txt"])
+        assert owner.output.decode().strip() == "dev"
         output = logs(container)
         assert output.count(token) == 1, output
         assert "/workspace" in output
@@ -251,8 +269,8 @@ def test_jupyter_takes_the_token_from_the_environment(image: FullImage, engine: 
                           ports=loopback_ports("8888/tcp")) as container:
         wait_for_jupyter(container, token)
         port = host_port(container, "8888/tcp")
-        with http() as session:
-            assert session.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 403
+        assert get(f"http://127.0.0.1:{port}/api/status").status_code == 403
+        assert get(f"http://127.0.0.1:{port}/api/status", token).status_code == 200
         assert token not in logs(container)
 
 
@@ -262,8 +280,7 @@ def test_an_empty_token_is_never_used(image: FullImage, engine: Engine) -> None:
         token = generated_token(container)
         wait_for_jupyter(container, token)
         port = host_port(container, "8888/tcp")
-        with http() as session:
-            assert session.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 403
+        assert get(f"http://127.0.0.1:{port}/api/status").status_code == 403
     env = engine.image_attrs(image.reference)["Config"]["Env"]
     assert not [item for item in env if item.startswith(("JUPYTER_TOKEN", "PASSWORD"))]
 
@@ -279,7 +296,8 @@ def test_ssh_is_key_only(image: FullImage, engine: Engine, tmp_path: Path) -> No
         port = host_port(container, "22/tcp")
         wait_for_ssh(port, key)
         # A session has the container's Python (venv, torch) and lands as the non-root user.
-        result = ssh(port, key, "id -un; python -c 'import torch; print(torch.__version__)'; echo $VIRTUAL_ENV")
+        script = "id -un; python -c 'import torch; print(torch.__version__)'; echo $VIRTUAL_ENV"
+        result = ssh(port, key, script)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == ["dev", result.stdout.split()[1], "/opt/venv"]
         assert result.stdout.split()[1].startswith(("2.13.", "2.14."))
@@ -292,8 +310,9 @@ def test_ssh_is_key_only(image: FullImage, engine: Engine, tmp_path: Path) -> No
         refused = ssh(port, wrong, "true")
         assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
         # The server offers publickey alone: a password is not even asked for.
-        password = ssh(port, wrong, "true", options=("-o", "PubkeyAuthentication=no",
-                                                     "-o", "PreferredAuthentications=password,keyboard-interactive"))
+        no_key = ("-o", "PubkeyAuthentication=no",
+                  "-o", "PreferredAuthentications=password,keyboard-interactive")
+        password = ssh(port, wrong, "true", options=no_key)
         assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
         # root is refused even with a valid key in its authorized_keys.
         setup = container.exec_run(["sh", "-c", "mkdir -p /root/.ssh && cp /etc/ssh/authorized_keys/dev "
@@ -338,7 +357,8 @@ def test_host_keys_are_made_per_container_never_baked(image: FullImage, engine: 
 def test_docker_stop_is_clean_and_quick(image: FullImage, engine: Engine, tmp_path: Path) -> None:
     key, public = make_key(tmp_path, "stop")
     token = "stop-" + os.urandom(8).hex()
-    with engine.container(image.reference, ["lab"], env={"JUPYTER_TOKEN": token, "SSH_AUTHORIZED_KEYS": public},
+    env = {"JUPYTER_TOKEN": token, "SSH_AUTHORIZED_KEYS": public}
+    with engine.container(image.reference, ["lab"], env=env,
                           ports=loopback_ports("8888/tcp", "22/tcp")) as container:
         wait_for_jupyter(container, token)
         wait_for_ssh(host_port(container, "22/tcp"), key)
@@ -388,7 +408,8 @@ def test_cpp_extension_builds(image: FullImage) -> None:
     started = time.monotonic()
     result = docker_run(image, "python", "-c", CPP_EXTENSION)
     assert result.returncode == 0, result.stdout + result.stderr
-    print(f"{image.tag}: C++ extension {result.stdout.strip()} ({time.monotonic() - started:.1f} s with the container)")
+    total = time.monotonic() - started
+    print(f"{image.tag}: C++ extension {result.stdout.strip()} ({total:.1f} s with the container)")
 
 
 def test_cuda_extension_compiles_for_sm90(image: FullImage) -> None:

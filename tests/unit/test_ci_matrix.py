@@ -1,0 +1,191 @@
+"""`ci-matrix` and the shipped CI files: one job per cell, GPU runners for CUDA, schema-valid (offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from builder import ci_matrix
+from builder.errors import ConfigError
+from tests.conftest import REPO, in_ci
+from tests.unit.test_cli import cli
+
+WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
+GITLAB = REPO / ".gitlab-ci.yml"
+
+
+def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    """Validate with check-jsonschema's vendored schema (no network: --builtin-schema is offline)."""
+    if importlib.util.find_spec("check_jsonschema") is None:
+        if in_ci():
+            pytest.fail("check-jsonschema is not installed (it is in the `test` extra)")
+        pytest.skip("check-jsonschema is not installed")
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def github_matrix() -> dict[str, Any]:
+    result = cli("ci-matrix", "--format", "github")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1  # one line, as $GITHUB_OUTPUT needs
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
+@pytest.fixture(scope="module")
+def child_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = cli("ci-matrix", "--format", "gitlab")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path_factory.mktemp("gitlab") / "child.yml"
+    path.write_text(result.stdout)
+    return path
+
+
+def test_github_matrix_has_one_job_per_cell(github_matrix: dict[str, Any], default_matrix: Any) -> None:
+    include = github_matrix["include"]
+    assert [job["tag"] for job in include] == [cell.tag for cell in default_matrix.cells]
+    assert set(github_matrix) == {"include"}
+    for job in include:
+        assert set(job) == {"tag", "runner", "gpu"}
+
+
+def test_cuda_cells_get_gpu_runner_labels(github_matrix: dict[str, Any]) -> None:
+    for job in github_matrix["include"]:
+        cuda = "-cuda" in job["tag"]
+        assert job["gpu"] is cuda
+        if cuda:
+            assert job["runner"] == list(ci_matrix.GITHUB_GPU_RUNNER)
+            assert "self-hosted" in job["runner"]
+            assert "gpu" in job["runner"]
+        else:
+            assert job["runner"] == list(ci_matrix.GITHUB_CPU_RUNNER)
+    assert any(job["gpu"] for job in github_matrix["include"])
+    assert not all(job["gpu"] for job in github_matrix["include"])
+
+
+def test_only_and_runner_options() -> None:
+    result = cli(
+        "ci-matrix",
+        "--format",
+        "github",
+        "--only",
+        "2.9-cuda12.8-*",
+        "--gpu-runner",
+        "a100",
+        "--cpu-runner",
+        "x",
+    )
+    assert result.returncode == 0, result.stderr
+    include = json.loads(result.stdout)["include"]
+    assert [j["tag"] for j in include] == [
+        "2.9-cuda12.8-debian12",
+        "2.9-cuda12.8-ubuntu22.04",
+        "2.9-cuda12.8-ubuntu22.04-full",
+        "2.9-cuda12.8-ubuntu24.04",
+        "2.9-cuda12.8-ubuntu24.04-full",
+    ]
+    assert all(j["runner"] == ["a100"] for j in include)
+
+
+def test_bad_format_and_glob_exit_2() -> None:
+    assert cli("ci-matrix", "--format", "jenkins").returncode == 2
+    assert cli("ci-matrix", "--only", "9.9-*").returncode == 2
+
+
+def test_github_job_limit(default_matrix: Any) -> None:
+    cells = list(default_matrix.cells) * (ci_matrix.GITHUB_MAX_JOBS // len(default_matrix.cells) + 1)
+    with pytest.raises(ConfigError, match="at most 256 jobs"):
+        ci_matrix.github(cells)
+
+
+def test_child_pipeline_jobs(child_pipeline: Path, default_matrix: Any) -> None:
+    doc = yaml.safe_load(child_pipeline.read_text())
+    jobs = {name: job for name, job in doc.items() if isinstance(job, dict) and "extends" in job}
+    assert list(jobs) == [cell.tag for cell in default_matrix.cells]
+    script = "\n".join(doc[".cell"]["script"])
+    assert 'make build TAG="$CELL_TAG" PUSH=1' in script
+    assert "REGISTRY_USERNAME" in script
+    assert "REGISTRY_PASSWORD" in script
+    for cell in default_matrix.cells:
+        job = jobs[cell.tag]
+        assert job["variables"]["CELL_TAG"] == cell.tag
+        assert ("gpu" in job["tags"]) is cell.is_cuda
+        assert f"images/{cell.tag}/build.log" in job["artifacts"]["paths"]
+        assert job["artifacts"]["when"] == "always"
+    report = doc["report"]
+    assert report["stage"] == "report"
+    assert report["when"] == "always"
+    assert any("report render" in line for line in report["script"])
+
+
+def test_shipped_github_workflow_is_schema_valid() -> None:
+    result = check_jsonschema("vendor.github-workflows", WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shipped_gitlab_ci_is_schema_valid() -> None:
+    result = check_jsonschema("vendor.gitlab-ci", GITLAB)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_child_pipeline_is_schema_valid(child_pipeline: Path) -> None:
+    result = check_jsonschema("vendor.gitlab-ci", child_pipeline)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_check_is_not_vacuous(child_pipeline: Path, tmp_path: Path) -> None:
+    broken = yaml.safe_load(child_pipeline.read_text())
+    broken["report"]["when"] = "sometimes"
+    path = tmp_path / "broken.yml"
+    path.write_text(yaml.safe_dump(broken))
+    assert check_jsonschema("vendor.gitlab-ci", path).returncode == 1
+
+
+def test_github_workflow_shape() -> None:
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "schedule" in triggers
+    assert "workflow_dispatch" in triggers
+    jobs = doc["jobs"]
+    assert "ci-matrix --format github" in "\n".join(s.get("run", "") for s in jobs["plan"]["steps"])
+    assert jobs["plan"]["outputs"]["matrix"]
+    build = jobs["build"]
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert build["strategy"]["fail-fast"] is False
+    assert build["runs-on"] == "${{ matrix.runner }}"
+    assert build["env"]["REGISTRY_USERNAME"] == "${{ secrets.REGISTRY_USERNAME }}"
+    assert build["env"]["REGISTRY_PASSWORD"] == "${{ secrets.REGISTRY_PASSWORD }}"
+    runs = "\n".join(s.get("run", "") for s in build["steps"])
+    assert 'make build TAG="$TAG" PUSH=1' in runs
+    uploads = [s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert uploads
+    assert "build.log" in uploads[0]["with"]["path"]
+    assert uploads[0]["if"] == "always()"
+    report = jobs["report"]
+    assert report["needs"] == ["plan", "build"]
+    assert "always()" in report["if"]
+    assert "report render" in "\n".join(s.get("run", "") for s in report["steps"])
+
+
+def test_gitlab_parent_runs_the_generated_child() -> None:
+    doc = yaml.safe_load(GITLAB.read_text())
+    assert any("schedule" in rule["if"] for rule in doc["workflow"]["rules"])
+    plan = doc["plan"]
+    assert "ci-matrix --format gitlab" in "\n".join(plan["script"])
+    assert "child.yml" in plan["artifacts"]["paths"]
+    trigger = doc["nightly"]["trigger"]
+    assert trigger["strategy"] == "depend"
+    assert trigger["include"] == [{"artifact": "child.yml", "job": "plan"}]
