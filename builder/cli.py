@@ -657,6 +657,72 @@ def report_render_command(
     _echo(f"{html_path}: {len(cells)} cells: {summary}; {compat_line}")
 
 
+@app.command()
+def nightly(
+    jobs: Annotated[int, typer.Option("-j", "--jobs", help="Builds at a time.")] = 1,
+    push: Annotated[bool, typer.Option("--push", help="Push each passed cell; skip what the registry has.")] = False,
+    report_dir: Annotated[Path, typer.Option("--report", help="Where the JSON and HTML report go.")] = Path(
+        "reports/nightly"
+    ),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")] = None,
+    registry: RegistryOption = None,
+    cell_timeout: Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell build.")] = 3 * 3600.0,
+    compat: Annotated[bool, typer.Option("--compat-check/--no-compat-check", help="Ask PyPI for news.")] = True,
+    compat_index: Annotated[str | None, typer.Option("--compat-index", help="PEP 691 index for it.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """Build the whole matrix (or --only): skip cells already built/pushed, continue past failures, report."""
+    import datetime as dt
+
+    from rich.console import Console
+
+    from builder import compat_check, lock, nightly as nightly_mod, profiles, report
+
+    started = dt.datetime.now(dt.UTC)
+    m = _load(matrix)
+    cells = m.select(only) if only else list(m.cells)
+    profile = profiles.resolve(m, mirror)
+    console = Console(stderr=True, soft_wrap=True)
+    diff, notes = "", []
+    if compat:
+        try:
+            proposal = compat_check.check(compat_index)
+            diff, notes = proposal.diff, list(proposal.notes)
+        except (BuilderError, OSError) as exc:
+            notes = [f"compat check could not run: {exc}"]
+    options = nightly_mod.NightlyOptions(
+        jobs=jobs, push=push, registry_override=registry, cell_timeout_s=cell_timeout, out=out,
+        matrix_path=m.path,
+    )
+
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    try:
+        results = nightly_mod.run(
+            cells, renderer=_renderer(m), profile=profile, lock_data=lock.read(lock.lock_path(m.path)),
+            options=options, say=say, console=console,
+        )
+    except nightly_mod.NightlyInterrupted as stop:
+        paths = report.write_report(nightly_mod.make_report(stop.results, started, diff, notes), report_dir)
+        typer.echo(f"interrupted: partial report in {paths[1]}", err=True)
+        raise typer.Exit(130) from None
+    run = nightly_mod.make_report(results, started, diff, notes)
+    json_path, html_path = report.write_report(run, report_dir)
+    counts = {status: n for status, n in run.counts.items() if n}
+    _echo(f"nightly: {len(results)} cells: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    _echo(f"report: {html_path} ({json_path})")
+    if diff:
+        _echo("compat check: the data lacks newer releases; see the report for the proposed diff")
+    bad = [r for r in results if r.bad]
+    for result in bad:
+        _echo(f"FAILED {result.tag}: {result.status}" + (f": {result.detail}" if result.detail else ""))
+    if bad:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Run the CLI; BuilderErrors become one line per problem and their exit code."""
     try:

@@ -47,6 +47,11 @@ def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> d
     return files
 
 
+def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], base_digest: str) -> str:
+    """The content hash a build of this input carries (label `content-hash`): context, args, base digest."""
+    return content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
+
+
 def _git_revision(repo: Path) -> str:
     try:
         out = subprocess.run(
@@ -106,7 +111,7 @@ def build_cell(
         console.print(
             f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag"
         )
-    chash = content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
+    chash = cell_content_hash(context, profile.build_args(cell), base_digest)
     image_labels = labels(
         cell,
         base_ref=base_ref,
