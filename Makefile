@@ -73,10 +73,21 @@ lint: $(PY) ## ruff, mypy, hadolint on every rendered Dockerfile, render --check
 	$(PY) -m mypy
 	$(PY) -m builder render --check
 
-bench: $(PY) ## Benchmarks (render speed)
+bench: $(PY) ## Benchmark: render speed of the whole matrix (no engine)
 	$(PY) bench/render.py
 
-.PHONY: compat-check ci-matrix
+bench-all: sandbox-cuda ## Every benchmark (root, sandbox): render, build, smoke, push, nightly
+	$(PY) bench/render.py
+	$(PY) bench/build.py
+	$(PY) bench/smoke.py
+	$(PY) bench/push.py
+	$(PY) bench/nightly.py
+
+.PHONY: nightly compat-check ci-matrix bench-all
+nightly: $(PY) ## Build the matrix: skip what is built/pushed, -j JOBS, PUSH=1, ONLY=glob, report in reports/nightly
+	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
+	  $(PY) -m builder nightly -j $(or $(JOBS),1) $(if $(PUSH),--push) $(if $(ONLY),--only '$(ONLY)') --report reports/nightly
+
 compat-check: $(PY) ## Diff of what PyPI released that builder/data/compat.yaml lacks (INDEX_URL=mirror)
 	$(PY) -m builder compat check $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
 
