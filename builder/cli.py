@@ -660,15 +660,20 @@ def report_render_command(
 @app.command()
 def nightly(
     jobs: Annotated[int, typer.Option("-j", "--jobs", help="Builds at a time.")] = 1,
-    push: Annotated[bool, typer.Option("--push", help="Push each passed cell; skip what the registry has.")] = False,
+    push: Annotated[
+        bool, typer.Option("--push", help="Push each passed cell; skip what the registry has.")
+    ] = False,
     report_dir: Annotated[Path, typer.Option("--report", help="Where the JSON and HTML report go.")] = Path(
         "reports/nightly"
     ),
     only: Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")] = None,
     mirror: Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")] = None,
     registry: RegistryOption = None,
-    cell_timeout: Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell build.")] = 3 * 3600.0,
-    compat: Annotated[bool, typer.Option("--compat-check/--no-compat-check", help="Ask PyPI for news.")] = True,
+    cell_timeout: Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell build.")] = 3
+    * 3600.0,
+    compat: Annotated[
+        bool, typer.Option("--compat-check/--no-compat-check", help="Ask PyPI for news.")
+    ] = True,
     compat_index: Annotated[str | None, typer.Option("--compat-index", help="PEP 691 index for it.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
@@ -678,7 +683,8 @@ def nightly(
 
     from rich.console import Console
 
-    from builder import compat_check, lock, nightly as nightly_mod, profiles, report
+    from builder import compat_check, lock, profiles, report
+    from builder import nightly as nightly_mod
 
     started = dt.datetime.now(dt.UTC)
     m = _load(matrix)
@@ -693,7 +699,11 @@ def nightly(
         except (BuilderError, OSError) as exc:
             notes = [f"compat check could not run: {exc}"]
     options = nightly_mod.NightlyOptions(
-        jobs=jobs, push=push, registry_override=registry, cell_timeout_s=cell_timeout, out=out,
+        jobs=jobs,
+        push=push,
+        registry_override=registry,
+        cell_timeout_s=cell_timeout,
+        out=out,
         matrix_path=m.path,
     )
 
@@ -702,8 +712,13 @@ def nightly(
 
     try:
         results = nightly_mod.run(
-            cells, renderer=_renderer(m), profile=profile, lock_data=lock.read(lock.lock_path(m.path)),
-            options=options, say=say, console=console,
+            cells,
+            renderer=_renderer(m),
+            profile=profile,
+            lock_data=lock.read(lock.lock_path(m.path)),
+            options=options,
+            say=say,
+            console=console,
         )
     except nightly_mod.NightlyInterrupted as stop:
         paths = report.write_report(nightly_mod.make_report(stop.results, started, diff, notes), report_dir)

@@ -71,7 +71,11 @@ def plan(
     for cell in cells:
         base_ref = profile.base_image(cell)
         if base_ref not in digests:
-            locked = lock.base_digest(lock_data, profile.name, base_ref) if lock_data and profile.lock_bases else None
+            locked = (
+                lock.base_digest(lock_data, profile.name, base_ref)
+                if lock_data and profile.lock_bases
+                else None
+            )
             digests[base_ref] = locked or resolve_digest(base_ref)
         digest = digests[base_ref]
         if digest is None:
@@ -82,9 +86,7 @@ def plan(
     return planned
 
 
-def already_done(
-    planned: Planned, engine: Engine, remote_hash: Callable[[Cell], str | None] | None
-) -> bool:
+def already_done(planned: Planned, engine: Engine, remote_hash: Callable[[Cell], str | None] | None) -> bool:
     """True when the registry (with push) or the engine (without) holds an image with this content hash."""
     if planned.content_hash is None:
         return False
@@ -116,8 +118,18 @@ class BuildRunner:
             return [(tag, now - self._started[tag]) for tag in self._procs]
 
     def command(self, cell: Cell) -> list[str]:
-        command = [sys.executable, "-m", "builder", "build", cell.tag, "--matrix", str(self.options.matrix_path),
-                   "--out", str(self.options.out), *self.options.extra_build_args]
+        command = [
+            sys.executable,
+            "-m",
+            "builder",
+            "build",
+            cell.tag,
+            "--matrix",
+            str(self.options.matrix_path),
+            "--out",
+            str(self.options.out),
+            *self.options.extra_build_args,
+        ]
         if self.options.push:
             command.append("--push")
             if self.options.registry_override:
@@ -128,8 +140,14 @@ class BuildRunner:
         if self.stopping.is_set():
             return self._result(cell, "interrupted", detail="not started: the run was interrupted")
         started = time.monotonic()
-        proc = subprocess.Popen(self.command(cell), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, env=os.environ.copy())
+        proc = subprocess.Popen(
+            self.command(cell),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
         with self._lock:
             self._procs[cell.tag] = proc
             self._started[cell.tag] = started
@@ -188,7 +206,10 @@ class BuildRunner:
             facts.pop("detail")
         log = folder / "build.log"
         return report.CellResult.for_tag(
-            cell.tag, status, size_bytes=size, log_path=str(log.resolve()) if log.exists() else None,
+            cell.tag,
+            status,
+            size_bytes=size,
+            log_path=str(log.resolve()) if log.exists() else None,
             **{**facts, **values},
         )
 
@@ -224,8 +245,10 @@ def run(
             results[tag] = report.CellResult.for_tag(tag, "cached", detail=f"same content hash {where}")
         else:
             todo.append(planned.cell)
-    say(f"nightly: {len(cells)} cells, {len(results)} decided without building "
-        f"({sum(r.status == 'cached' for r in results.values())} cached), {len(todo)} to build")
+    say(
+        f"nightly: {len(cells)} cells, {len(results)} decided without building "
+        f"({sum(r.status == 'cached' for r in results.values())} cached), {len(todo)} to build"
+    )
     runner = BuildRunner(options, engine, say)
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool, _live(runner, console):
         futures: dict[Future[report.CellResult], Cell] = {pool.submit(runner.build, c): c for c in todo}
@@ -244,7 +267,9 @@ def run(
                 future.cancel()
             for future, cell in futures.items():
                 if future.cancelled():
-                    results[cell.tag] = report.CellResult.for_tag(cell.tag, "interrupted", detail="not started")
+                    results[cell.tag] = report.CellResult.for_tag(
+                        cell.tag, "interrupted", detail="not started"
+                    )
                 else:
                     result = future.result()
                     results[result.tag] = result
@@ -296,6 +321,9 @@ def make_report(
     results: list[report.CellResult], started: dt.datetime, compat_diff: str, compat_notes: list[str]
 ) -> report.RunReport:
     return report.RunReport(
-        started=started, finished=dt.datetime.now(dt.UTC), results=tuple(results),
-        compat_diff=compat_diff, compat_notes=tuple(compat_notes),
+        started=started,
+        finished=dt.datetime.now(dt.UTC),
+        results=tuple(results),
+        compat_diff=compat_diff,
+        compat_notes=tuple(compat_notes),
     )
