@@ -94,7 +94,6 @@ Log = Callable[[str], None]
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # injected into local builds: TLS is intercepted here
 
 
-
 @dataclass(frozen=True)
 class SandboxInfo:
     """Where the sandbox's services answer."""

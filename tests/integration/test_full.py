@@ -108,8 +108,13 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
         m = matrix.load(workdir / "matrix.yaml")
         cell = m.cell(CPU_TAG)
         built = pipeline.build_cell(
-            engine, Renderer(workdir / "templates"), cell, profiles.resolve(m, "local"),
-            out=workdir / "images", console=Console(stderr=True), run_smoke=False,
+            engine,
+            Renderer(workdir / "templates"),
+            cell,
+            profiles.resolve(m, "local"),
+            out=workdir / "images",
+            console=Console(stderr=True),
+            run_smoke=False,
         )
     report = smoke.run(engine, built.image_id)
     failed = {c["name"] for c in report.failures()}
@@ -119,8 +124,13 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
 
 
 @pytest.fixture(scope="module", params=[CPU_TAG, pytest.param(CUDA_TAG, marks=pytest.mark.slow)])
-def image(request: pytest.FixtureRequest, engine: Engine, sandbox_info: SandboxInfo, cli: Cli,
-          tmp_path_factory: pytest.TempPathFactory) -> FullImage:
+def image(
+    request: pytest.FixtureRequest,
+    engine: Engine,
+    sandbox_info: SandboxInfo,
+    cli: Cli,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FullImage:
     if request.param == CPU_TAG:
         return build_cpu_full(engine, sandbox_info, tmp_path_factory.mktemp("cpu-full"))
     free_gb = shutil.disk_usage("/").free / 1e9
@@ -169,8 +179,11 @@ def wait_for_jupyter(container: Any, token: str, timeout: float = 60) -> float:
     with http() as session:
         while time.monotonic() - started < timeout:
             try:
-                reply = session.get(f"http://127.0.0.1:{port}/api/status",
-                                    headers={"Authorization": f"token {token}"}, timeout=2)
+                reply = session.get(
+                    f"http://127.0.0.1:{port}/api/status",
+                    headers={"Authorization": f"token {token}"},
+                    timeout=2,
+                )
                 if reply.status_code == 200:
                     return time.monotonic() - started
             except requests.RequestException:
@@ -197,13 +210,40 @@ def make_key(directory: Path, name: str) -> tuple[Path, str]:
     return key, (directory / f"{name}.pub").read_text().strip()
 
 
-def ssh(port: int, key: Path, *command: str, user: str = "dev", options: tuple[str, ...] = (),
-        ) -> subprocess.CompletedProcess[str]:
+def ssh(
+    port: int,
+    key: Path,
+    *command: str,
+    user: str = "dev",
+    options: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ssh", "-p", str(port), "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-         "-o", "LogLevel=ERROR", *options, f"{user}@127.0.0.1", *command],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            "ssh",
+            "-p",
+            str(port),
+            "-i",
+            str(key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            *options,
+            f"{user}@127.0.0.1",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -219,8 +259,12 @@ def wait_for_ssh(port: int, key: Path, timeout: float = 30) -> None:
 
 
 def docker_run(
-    image: FullImage, *command: str, entrypoint: str | None = None, env: dict[str, str] | None = None,
-    volume: str | None = None, timeout: float = 600,
+    image: FullImage,
+    *command: str,
+    entrypoint: str | None = None,
+    env: dict[str, str] | None = None,
+    volume: str | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     args = ["docker", "run", "--rm"]
     if entrypoint is not None:
@@ -229,8 +273,9 @@ def docker_run(
         args += ["-e", f"{name}={value}"]
     if volume:
         args += ["-v", volume]
-    return subprocess.run([*args, image.reference, *command], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [*args, image.reference, *command], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 # --- Jupyter ------------------------------------------------------------------------------------------
@@ -252,9 +297,12 @@ def test_jupyter_generates_a_token_prints_it_once_and_requires_it(image: FullIma
         assert get(f"{url}?token={token}").status_code == 200
         assert get(f"http://127.0.0.1:{port}/api/contents/made-by-jupyter", token).status_code == 404
         with http() as session:  # a file saved through Jupyter lands in /workspace, owned by dev
-            saved = session.put(f"http://127.0.0.1:{port}/api/contents/made-by-jupyter.txt", timeout=5,
-                                headers={"Authorization": f"token {token}"},
-                                json={"type": "file", "format": "text", "content": "hi"})
+            saved = session.put(
+                f"http://127.0.0.1:{port}/api/contents/made-by-jupyter.txt",
+                timeout=5,
+                headers={"Authorization": f"token {token}"},
+                json={"type": "file", "format": "text", "content": "hi"},
+            )
             assert saved.status_code == 201, saved.text
         owner = container.exec_run(["stat", "-c", "%U", "/workspace/made-by-jupyter.txt"])
         assert owner.output.decode().strip() == "dev"
@@ -265,8 +313,9 @@ def test_jupyter_generates_a_token_prints_it_once_and_requires_it(image: FullIma
 
 def test_jupyter_takes_the_token_from_the_environment(image: FullImage, engine: Engine) -> None:
     token = "tok-" + os.urandom(12).hex()
-    with engine.container(image.reference, ["lab"], env={"JUPYTER_TOKEN": token},
-                          ports=loopback_ports("8888/tcp")) as container:
+    with engine.container(
+        image.reference, ["lab"], env={"JUPYTER_TOKEN": token}, ports=loopback_ports("8888/tcp")
+    ) as container:
         wait_for_jupyter(container, token)
         port = host_port(container, "8888/tcp")
         assert get(f"http://127.0.0.1:{port}/api/status").status_code == 403
@@ -275,8 +324,9 @@ def test_jupyter_takes_the_token_from_the_environment(image: FullImage, engine: 
 
 
 def test_an_empty_token_is_never_used(image: FullImage, engine: Engine) -> None:
-    with engine.container(image.reference, ["lab"], env={"JUPYTER_TOKEN": ""},
-                          ports=loopback_ports("8888/tcp")) as container:
+    with engine.container(
+        image.reference, ["lab"], env={"JUPYTER_TOKEN": ""}, ports=loopback_ports("8888/tcp")
+    ) as container:
         token = generated_token(container)
         wait_for_jupyter(container, token)
         port = host_port(container, "8888/tcp")
@@ -291,8 +341,12 @@ def test_an_empty_token_is_never_used(image: FullImage, engine: Engine) -> None:
 def test_ssh_is_key_only(image: FullImage, engine: Engine, tmp_path: Path) -> None:
     key, public = make_key(tmp_path, "right")
     wrong, _ = make_key(tmp_path, "wrong")
-    with engine.container(image.reference, ["lab"], env={"SSH_AUTHORIZED_KEYS": public},
-                          ports=loopback_ports("22/tcp", "8888/tcp")) as container:
+    with engine.container(
+        image.reference,
+        ["lab"],
+        env={"SSH_AUTHORIZED_KEYS": public},
+        ports=loopback_ports("22/tcp", "8888/tcp"),
+    ) as container:
         port = host_port(container, "22/tcp")
         wait_for_ssh(port, key)
         # A session has the container's Python (venv, torch) and lands as the non-root user.
@@ -310,13 +364,23 @@ def test_ssh_is_key_only(image: FullImage, engine: Engine, tmp_path: Path) -> No
         refused = ssh(port, wrong, "true")
         assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
         # The server offers publickey alone: a password is not even asked for.
-        no_key = ("-o", "PubkeyAuthentication=no",
-                  "-o", "PreferredAuthentications=password,keyboard-interactive")
+        no_key = (
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        )
         password = ssh(port, wrong, "true", options=no_key)
         assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
         # root is refused even with a valid key in its authorized_keys.
-        setup = container.exec_run(["sh", "-c", "mkdir -p /root/.ssh && cp /etc/ssh/authorized_keys/dev "
-                                    "/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys"])
+        setup = container.exec_run(
+            [
+                "sh",
+                "-c",
+                "mkdir -p /root/.ssh && cp /etc/ssh/authorized_keys/dev "
+                "/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
+            ]
+        )
         assert setup.exit_code == 0
         root = ssh(port, key, "true", user="root")
         assert root.returncode == 255 and "Permission denied" in root.stderr
@@ -327,9 +391,12 @@ def test_ssh_takes_a_mounted_authorized_keys(image: FullImage, engine: Engine, t
     keys = tmp_path / "authorized_keys"
     keys.write_text(public + "\n")
     keys.chmod(0o644)
-    with engine.container(image.reference, ["ssh"], ports=loopback_ports("22/tcp"),
-                          volumes={str(keys): {"bind": "/home/dev/.ssh/authorized_keys", "mode": "ro"}},
-                          ) as container:
+    with engine.container(
+        image.reference,
+        ["ssh"],
+        ports=loopback_ports("22/tcp"),
+        volumes={str(keys): {"bind": "/home/dev/.ssh/authorized_keys", "mode": "ro"}},
+    ) as container:
         port = host_port(container, "22/tcp")
         wait_for_ssh(port, key)
         assert ssh(port, key, "id -un").stdout.strip() == "dev"
@@ -358,14 +425,18 @@ def test_docker_stop_is_clean_and_quick(image: FullImage, engine: Engine, tmp_pa
     key, public = make_key(tmp_path, "stop")
     token = "stop-" + os.urandom(8).hex()
     env = {"JUPYTER_TOKEN": token, "SSH_AUTHORIZED_KEYS": public}
-    with engine.container(image.reference, ["lab"], env=env,
-                          ports=loopback_ports("8888/tcp", "22/tcp")) as container:
+    with engine.container(
+        image.reference, ["lab"], env=env, ports=loopback_ports("8888/tcp", "22/tcp")
+    ) as container:
         wait_for_jupyter(container, token)
         wait_for_ssh(host_port(container, "22/tcp"), key)
         port = host_port(container, "8888/tcp")
         with http() as session:  # a running kernel, as in real use
-            kernel = session.post(f"http://127.0.0.1:{port}/api/kernels", timeout=30,
-                                  headers={"Authorization": f"token {token}"})
+            kernel = session.post(
+                f"http://127.0.0.1:{port}/api/kernels",
+                timeout=30,
+                headers={"Authorization": f"token {token}"},
+            )
             assert kernel.status_code == 201, kernel.text
         started = time.monotonic()
         container.stop(timeout=10)
@@ -380,9 +451,14 @@ def test_files_in_the_workspace_belong_to_the_host_user(image: FullImage, tmp_pa
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     os.chown(workspace, HOST_UID, HOST_UID)
-    result = docker_run(image, "bash", "-c", "id -un; id -u; id -g; echo hi > /workspace/made-here",
-                        env={"HOST_UID": str(HOST_UID), "HOST_GID": str(HOST_UID)},
-                        volume=f"{workspace}:/workspace")
+    result = docker_run(
+        image,
+        "bash",
+        "-c",
+        "id -un; id -u; id -g; echo hi > /workspace/made-here",
+        env={"HOST_UID": str(HOST_UID), "HOST_GID": str(HOST_UID)},
+        volume=f"{workspace}:/workspace",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["dev", str(HOST_UID), str(HOST_UID)]
     made = (workspace / "made-here").stat()
