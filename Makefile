@@ -37,6 +37,7 @@ render: $(PY) ## Render every cell into images/
 
 check-render: $(PY) ## Fail when images/ is stale
 	$(PY) -m builder render --check
+	$(PY) -m builder lock
 
 build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
 	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
@@ -69,7 +70,7 @@ test: $(PY) ## Unit and integration tests (starts the sandbox; needs root for th
 test-unit: $(PY) ## Unit tests only (no engine)
 	$(PY) -m pytest tests/unit
 
-lint: $(PY) ## ruff, mypy, hadolint on every rendered Dockerfile, render --check
+lint: $(PY) ## ruff, mypy, images/ and matrix.lock up to date (hadolint runs in the unit tests)
 	$(PY) -m ruff check builder tests bench noxfile.py
 	$(PY) -m ruff format --check builder tests bench noxfile.py
 	$(PY) -m mypy

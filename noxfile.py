@@ -16,6 +16,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", "builder", "tests", "bench", "noxfile.py")
     session.run("mypy")
     session.run("python", "-m", "builder", "render", "--check")
+    session.run("python", "-m", "builder", "lock")
 
 
 @nox.session
