@@ -37,7 +37,6 @@ render: $(PY) ## Render every cell into images/
 
 check-render: $(PY) ## Fail when images/ is stale
 	$(PY) -m builder render --check
-	$(PY) -m builder lock
 
 build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
 	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
@@ -75,6 +74,7 @@ lint: $(PY) ## ruff, mypy, images/ and matrix.lock up to date (hadolint runs in 
 	$(PY) -m ruff format --check builder tests bench noxfile.py
 	$(PY) -m mypy
 	$(PY) -m builder render --check
+	$(PY) -m builder lock
 
 bench: $(PY) ## Benchmark: render speed of the whole matrix (no engine)
 	$(PY) bench/render.py
