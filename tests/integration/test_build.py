@@ -35,7 +35,7 @@ def add_override(project: Path, override: dict[str, object]) -> None:
 
 def docker_exec(image: str, *command: str) -> str:
     return subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "", image, *command],
+        ["docker", "run", "--rm", "--pull", "never", "--entrypoint", "", image, *command],
         capture_output=True,
         text=True,
         timeout=300,

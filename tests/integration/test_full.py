@@ -266,7 +266,7 @@ def docker_run(
     volume: str | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    args = ["docker", "run", "--rm"]
+    args = ["docker", "run", "--rm", "--pull", "never"]
     if entrypoint is not None:
         args += ["--entrypoint", entrypoint]
     for name, value in (env or {}).items():

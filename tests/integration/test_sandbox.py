@@ -68,7 +68,18 @@ def test_pypiserver_does_not_fall_back_to_pypi(info: SandboxInfo) -> None:
 def test_base_image_is_debian_12(info: SandboxInfo) -> None:
     assert info.base_image == f"{info.registry}/library/debian:12"
     proc = subprocess.run(
-        ["docker", "run", "--rm", "--network", "host", info.base_image, "cat", "/etc/debian_version"],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "host",
+            info.base_image,
+            "cat",
+            "/etc/debian_version",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
