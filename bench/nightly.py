@@ -215,7 +215,7 @@ def main() -> int:
         )
         assert all(p.content_hash for p in planned), [p.problem for p in planned if p.problem]
 
-        # --- the target registry: real builds pushed, every other cell a stand-in ----------------------------
+        # --- the target registry: real builds pushed, every other cell a stand-in -------------------------
         server.start()
         bench_env = {
             **env,
@@ -306,7 +306,8 @@ def main() -> int:
             f"unique blobs {unique / 1e9:.3f} GB: ratio {unique / total:.3f}"
         )
         print(
-            f"            registry blob store on disk: {stored / 1e9:.3f} GB (incl. {len(stand_ins)} stand-in "
+            f"            registry blob store on disk: {stored / 1e9:.3f} GB "
+            f"(incl. {len(stand_ins)} stand-in "
             f"configs and one {len(layer[0])} B stand-in layer)"
         )
         return 0 if ok else 1

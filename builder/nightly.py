@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ from rich.table import Table
 from builder import lock, pipeline, registry, report
 from builder.cell import Cell
 from builder.engine import Engine
-from builder.errors import BuilderError, MirrorError
+from builder.errors import BuilderError, MirrorError, RegistryError
 from builder.profiles import ResolvedProfile
-from builder.render import Renderer, cell_immutable_tag
+from builder.render import Renderer, cell_immutable_tag, floating_tags
 
 DEFAULT_CELL_TIMEOUT_S = 3 * 3600.0
 INTERRUPT_GRACE_S = 60.0
@@ -189,6 +189,15 @@ class BuildRunner:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
+        killer = threading.Timer(INTERRUPT_GRACE_S, self._kill, args=(procs,))
+        killer.daemon = True
+        killer.start()
+
+    @staticmethod
+    def _kill(procs: list[subprocess.Popen[str]]) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
 
     def _result(self, cell: Cell, status: str, **values: Any) -> report.CellResult:
         folder = self.options.out / cell.tag
@@ -226,7 +235,10 @@ def run(
 ) -> list[report.CellResult]:
     """Plan, skip what is done, build the rest; returns one result per cell (order of `cells`)."""
     engine = Engine.connect()
+    if "--mirror" not in options.extra_build_args:  # the builds use the nightly's profile, not $MIRROR's
+        options = replace(options, extra_build_args=[*options.extra_build_args, "--mirror", profile.name])
     remote_hash = _remote_hash(options) if options.push else None
+    sync_floating = _floating_syncer(options) if options.push else None
 
     def resolve(ref: str) -> str | None:
         try:
@@ -242,7 +254,16 @@ def run(
             results[tag] = report.CellResult.for_tag(tag, "failed", detail=planned.problem)
         elif already_done(planned, engine, remote_hash):
             where = "in the registry" if options.push else "on the engine"
-            results[tag] = report.CellResult.for_tag(tag, "cached", detail=f"same content hash {where}")
+            detail = f"same content hash {where}"
+            try:
+                moved = sync_floating(planned.cell) if sync_floating is not None else []
+            except (BuilderError, MirrorError, OSError) as exc:
+                results[tag] = report.CellResult.for_tag(tag, "failed", detail=f"{detail}; {exc}")
+                continue
+            if moved:
+                detail += f"; moved {', '.join(moved)} to it (left behind by an interrupted run)"
+                say(f"{tag}: {detail}")
+            results[tag] = report.CellResult.for_tag(tag, "cached", detail=detail)
         else:
             todo.append(planned.cell)
     say(
@@ -271,10 +292,19 @@ def run(
                         cell.tag, "interrupted", detail="not started"
                     )
                 else:
-                    result = future.result()
+                    result = _wait_through_ctrl_c(future, say)
                     results[result.tag] = result
             raise NightlyInterrupted([results[c.tag] for c in cells if c.tag in results]) from None
     return [results[c.tag] for c in cells]
+
+
+def _wait_through_ctrl_c(future: Future[report.CellResult], say: Callable[[str], None]) -> report.CellResult:
+    """The result of an interrupted build; another Ctrl-C does not abandon it (it would keep running)."""
+    while True:
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            say("nightly: still stopping the running builds (each is killed after its grace period)")
 
 
 def _live(runner: BuildRunner, console: Console | None) -> Any:
@@ -315,6 +345,36 @@ def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
             return None
 
     return remote
+
+
+def _floating_syncer(options: NightlyOptions) -> Callable[[Cell], list[str]]:
+    """For a cell the registry already holds: point floating tags that lag behind (a run interrupted between
+    the immutable tag and the floating ones) at the immutable tag's manifest, registry-side."""
+    from builder import matrix as matrix_mod
+
+    spec = matrix_mod.parse(options.matrix_path)
+    target = registry.resolve_target(spec.registry.target, options.registry_override)
+    http = registry.RegistryHttp(
+        target.host, registry.lookup_credentials(target.host), insecure=target.insecure
+    )
+
+    def sync(cell: Cell) -> list[str]:
+        immutable = cell_immutable_tag(cell)
+        found = http.manifest(target.repository, immutable)
+        if found is None:
+            return []
+        digest, media_type, body = found
+        moved = []
+        for tag in floating_tags(cell):
+            current = http.manifest(target.repository, tag) if tag != immutable else found
+            if current is not None and current[0] == digest:
+                continue
+            if http.put_manifest(target.repository, tag, media_type, body) not in ("", digest):
+                raise RegistryError(f"{target.reference(tag)} does not point at {digest} after moving it")
+            moved.append(target.reference(tag))
+        return moved
+
+    return sync
 
 
 def make_report(

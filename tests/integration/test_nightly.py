@@ -200,6 +200,32 @@ def test_push_then_a_second_run_is_cached_and_pushes_nothing(
     assert push_registry.digest(REPOSITORY, CPU_TAG) == immutable
 
 
+def test_a_floating_tag_left_behind_by_a_crash_is_moved_by_the_next_run(
+    cli: Cli,
+    first_push: subprocess.CompletedProcess[str],
+    push_registry: LoopbackRegistry,
+    push_env: dict[str, str],
+    local_env: dict[str, str],
+    engine,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """A run died between the immutable tag and the floating one: the floating tag names another image."""
+    immutable = push_registry.digest(REPOSITORY, CPU_IMMUTABLE)
+    stale = f"{push_registry.host}/{REPOSITORY}:{CPU_TAG}"
+    engine.tag(engine.image_attrs(local_env["SANDBOX_BASE_IMAGE"])["Id"], stale)
+    try:
+        engine.push(stale, auth=None)
+    finally:
+        engine.remove_image(stale, keep_parents=True)
+    assert push_registry.digest(REPOSITORY, CPU_TAG) not in (None, immutable)
+    result = cli(*nightly_args(tmp_path, "--only", CPU_TAG, "--push"), extra_env=push_env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cell = report_results(tmp_path)[CPU_TAG]
+    assert cell["status"] == "cached" and f"moved {stale}" in cell["detail"], cell
+    assert "0 to build" in result.stderr
+    assert push_registry.digest(REPOSITORY, CPU_TAG) == immutable
+
+
 def test_a_hanging_build_is_stopped_at_its_timeout(
     cpu_built: str,
     project_copy: Path,
@@ -287,8 +313,11 @@ def test_jobs_2_runs_two_builds_at_once(
         if name.startswith(("SANDBOX_", "DOCKER_")):
             monkeypatch.setenv(name, value)
 
+    commands: list[list[str]] = []
+
     class SleepRunner(nightly.BuildRunner):
         def command(self, cell):  # type: ignore[no-untyped-def]
+            commands.append(super().command(cell))  # what would have run
             return [sys.executable, "-c", "import time; time.sleep(3)"]
 
     monkeypatch.setattr(nightly, "BuildRunner", SleepRunner)
@@ -309,8 +338,11 @@ def test_jobs_2_runs_two_builds_at_once(
         )
         return time.monotonic() - started, results
 
+    monkeypatch.delenv("MIRROR", raising=False)
     seconds, results = timed(2)
     assert [r.status for r in results] == ["passed", "passed"], lines
+    for command in commands:  # each build gets the nightly's profile, whatever $MIRROR says
+        assert command[command.index("--mirror") + 1] == "local", command
     assert seconds < 5.5, f"-j 2 took {seconds:.1f} s for two 3 s builds"
     serial, _ = timed(1)
     assert serial >= 6.0, f"-j 1 took {serial:.1f} s for two 3 s builds"
