@@ -52,13 +52,13 @@ mirror-bases: $(PY) ## Copy base images by digest into the team registry (TO=hos
 	  $(PY) -m builder mirror-bases $(if $(ONLY),--only '$(ONLY)') $(if $(TO),--to $(TO)) $(if $(PROFILE),--profile $(PROFILE))
 
 sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, PyPI mirror (idempotent)
-	$(PY) -m builder.sandbox up
+	$(PY) -m builder sandbox up
 
 sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit)
-	$(PY) -m builder.sandbox up --cuda
+	$(PY) -m builder sandbox up --cuda
 
 sandbox-down: $(PY) ## Stop the sandbox (PURGE=1 also deletes its cache)
-	$(PY) -m builder.sandbox down $(if $(PURGE),--purge)
+	$(PY) -m builder sandbox down $(if $(PURGE),--purge)
 
 quickstart: sandbox ## From nothing: sandbox, then build, smoke-test and tag 2.13-cpu-debian12
 	$(MAKE) build TAG=2.13-cpu-debian12 MIRROR=local

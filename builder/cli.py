@@ -738,6 +738,49 @@ def nightly(
         raise typer.Exit(1)
 
 
+sandbox_app = typer.Typer(
+    help="The loopback sandbox: Docker engine, registry mirror, PyPI mirror (dev and CI)."
+)
+app.add_typer(sandbox_app, name="sandbox")
+StateDirOption = Annotated[
+    Path | None, typer.Option("--state-dir", help="Default: $SANDBOX_DIR or /var/tmp/...")
+]
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    cuda: Annotated[bool, typer.Option("--cuda", help="Also fetch the CUDA 13.0 wheels.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
+    from builder import sandbox
+
+    info = sandbox.up(
+        state_dir or sandbox.DEFAULT_STATE_DIR, with_cuda=cuda, log=lambda m: typer.echo(m, err=True)
+    )
+    for key, value in info.profile_env().items():
+        _echo(f"{key}={value}")
+
+
+@sandbox_app.command("down")
+def sandbox_down(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete its cache and registry data.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop the sandbox's processes."""
+    from builder import sandbox
+
+    sandbox.down(state_dir or sandbox.DEFAULT_STATE_DIR, purge=purge)
+
+
+@sandbox_app.command("status")
+def sandbox_status(state_dir: StateDirOption = None) -> None:
+    """What answers, as JSON."""
+    from builder import sandbox
+
+    _echo(json.dumps(sandbox.status(state_dir or sandbox.DEFAULT_STATE_DIR), indent=2))
+
+
 def main() -> None:
     """Run the CLI; BuilderErrors become one line per problem and their exit code."""
     try:

@@ -16,7 +16,6 @@ Pure stdlib + subprocess; this module never imports docker-py.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -690,33 +689,3 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
         "wheel_groups": groups,
         "pids": {name: _running(state_dir, name, marker) for name, marker in _SERVICES},
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m builder.sandbox up [--cuda] | down [--purge] | status``."""
-    parser = argparse.ArgumentParser(prog="python -m builder.sandbox", description=__doc__.split("\n")[0])
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    sub = parser.add_subparsers(dest="command", required=True)
-    up_parser = sub.add_parser("up", help="start the sandbox (idempotent)")
-    up_parser.add_argument("--cuda", action="store_true", help="also fetch the CUDA 13.0 wheels")
-    down_parser = sub.add_parser("down", help="stop the sandbox's processes")
-    down_parser.add_argument("--purge", action="store_true", help="also delete the state directory")
-    sub.add_parser("status", help="print what answers, as JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            info = up(args.state_dir, with_cuda=args.cuda, log=lambda msg: print(msg, file=sys.stderr))
-            for key, value in info.profile_env().items():
-                print(f"{key}={value}")
-        elif args.command == "down":
-            down(args.state_dir, purge=args.purge)
-        else:
-            print(json.dumps(status(args.state_dir), indent=2))
-    except SandboxError as err:
-        print(f"sandbox: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
