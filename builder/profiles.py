@@ -60,6 +60,7 @@ class ResolvedProfile:
             "APT_SECURITY_MIRROR": self.apt[f"{family}_security"],
             "PIP_INDEX_URL": self.pypi,
             "PIP_TRUSTED_HOST": (urlparse(self.pypi).hostname or "") if self.trusted_host else "",
+            "CONDA_CHANNEL": self.conda,
             "TORCH_INDEX_URL": torch_url if self.pytorch_layout == "index" else "",
             "TORCH_FIND_LINKS": torch_url if self.pytorch_layout == "find-links" else "",
         }

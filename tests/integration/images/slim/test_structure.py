@@ -40,6 +40,10 @@ class TestSlimStructure:
         assert f"index-url = {local_env['SANDBOX_PYPI_URL']}" in pip_conf
         assert "cert = /etc/ssl/certs/ca-certificates.crt" in pip_conf
 
+    def test_conda_uses_the_profile_channel(self, host: Any, default_cells: Any) -> None:
+        channel = default_cells.spec.mirrors.profiles["local"].conda
+        assert f"channel_alias: {channel}" in host.file("/etc/conda/.condarc").content_string
+
     def test_apt_uses_the_profile_mirror(self, host: Any, image: BuiltImage, default_cells: Any) -> None:
         family = image.cell.os_family
         mirror = default_cells.spec.mirrors.profiles["local"].apt.get(family, profiles.OFFICIAL_APT[family])
