@@ -77,10 +77,15 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
     from builder.pipeline import LOCAL_REPOSITORY
 
     engine = Engine.connect()
+    dangling_before = {image.id for image in engine.client.images.list(filters={"dangling": True})}
     yield engine
     for image in engine.client.images.list(name=LOCAL_REPOSITORY):
         for reference in image.tags:
             engine.remove_image(reference, keep_parents=True)
+    # Images this session left untagged (a re-tag moved their tag away): drop them, keep their parents.
+    for image in engine.client.images.list(filters={"dangling": True}):
+        if image.id not in dangling_before:
+            engine.remove_image(image.id, keep_parents=True)
 
 
 @pytest.fixture
