@@ -1,0 +1,85 @@
+"""The resolved matrix cell: every fact the templates, the build and the smoke suite need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from builder.tags import CellKey
+
+
+@dataclass(frozen=True)
+class Customization:
+    """What a team adds on top of the shipped templates (from matrix.yaml)."""
+
+    pip: tuple[str, ...] = ()
+    apt: tuple[str, ...] = ()
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One buildable image: a CellKey plus the exact versions and choices it resolves to."""
+
+    key: CellKey
+    torch_version: str
+    torchvision_version: str
+    torchaudio_version: str | None
+    python_version: str
+    python_source: str  # "os" | "conda"
+    os_family: str
+    os_version: str
+    os_codename: str
+    base_image: (
+        str  # registry-relative, e.g. "library/debian:12" or "nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04"
+    )
+    wheel_source: str  # "pypi" | "pytorch" | "custom"
+    wheel_index: str  # index path suffix ("cu128", "cpu") or a custom URL; "" for pypi
+    local_label: str  # "+cu128", "+cpu" or ""
+    cuda_version: str | None = None  # "12.8.1"
+    cudnn_version: str | None = None
+    nccl_version: str | None = None
+    min_driver: str | None = None
+    arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST, "7.5;8.0;9.0"
+    cuda_dev_base: str | None = None  # "wheels" | "nvidia" (full CUDA cells)
+    toolkit_wheel: str | None = None  # cuda-toolkit wheel version for the wheels dev base
+    size_budget_gb: float = 0.0
+    customization: Customization = field(default_factory=Customization)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        return self.key.tag
+
+    @property
+    def variant(self) -> str:
+        return self.key.variant
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.key.is_cuda
+
+    @property
+    def cuda_minor(self) -> str | None:
+        return self.key.cuda
+
+    @property
+    def cudnn_major(self) -> int | None:
+        return int(self.cudnn_version.split(".")[0]) if self.cudnn_version else None
+
+    @property
+    def gpu_archs(self) -> tuple[str, ...]:
+        """`7.5;8.0;9.0+PTX` -> ("sm_75", "sm_80", "sm_90")."""
+        if not self.arch_list:
+            return ()
+        archs = (a.replace("+PTX", "") for a in self.arch_list.split(";") if a)
+        return tuple("sm_" + a.replace(".", "") for a in archs)
+
+    @property
+    def base_image_ref(self) -> str:
+        """The base image as Docker Hub names it, e.g. `docker.io/library/debian:12`."""
+        return f"docker.io/{self.base_image}"
+
+    def pinned(self, package: str, version: str) -> str:
+        """`torch==2.9.1+cu128` style requirement for a PyTorch-index package."""
+        label = self.local_label if self.wheel_source == "pytorch" else ""
+        return f"{package}=={version}{label}"

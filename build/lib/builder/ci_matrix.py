@@ -1,0 +1,140 @@
+"""The matrix as a CI job matrix, one cell per job, computed from matrix.yaml at run time.
+
+GitHub Actions gets `{"include": [...]}` for `strategy.matrix: ${{ fromJSON(...) }}`; GitLab gets a
+child-pipeline YAML with one job per cell. CUDA cells go to GPU runners (their smoke suite runs on a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from builder.cell import Cell
+from builder.errors import ConfigError
+
+GITHUB_MAX_JOBS = 256  # GitHub's limit on jobs per matrix
+GITHUB_CPU_RUNNER = ("ubuntu-24.04",)
+GITHUB_GPU_RUNNER = ("self-hosted", "linux", "x64", "gpu")
+GITLAB_CPU_TAGS = ("docker",)
+GITLAB_GPU_TAGS = ("docker", "gpu")
+REPORT_DIR = "reports"
+RESULTS_DIR = f"{REPORT_DIR}/cells"
+
+
+@dataclass(frozen=True)
+class Runners:
+    """Runner labels (GitHub `runs-on`) or tags (GitLab `tags`) for CPU and for CUDA cells."""
+
+    cpu: tuple[str, ...]
+    gpu: tuple[str, ...]
+
+    def for_cell(self, cell: Cell) -> list[str]:
+        return list(self.gpu if cell.is_cuda else self.cpu)
+
+
+GITHUB_RUNNERS = Runners(GITHUB_CPU_RUNNER, GITHUB_GPU_RUNNER)
+GITLAB_RUNNERS = Runners(GITLAB_CPU_TAGS, GITLAB_GPU_TAGS)
+
+
+def github(cells: Sequence[Cell], runners: Runners = GITHUB_RUNNERS) -> dict[str, list[dict[str, Any]]]:
+    """`{"include": [{"tag", "runner", "gpu"}, ...]}`, one entry per cell, for `fromJSON`."""
+    if not cells:
+        raise ConfigError("ci-matrix: no cells selected")
+    if len(cells) > GITHUB_MAX_JOBS:
+        raise ConfigError(
+            f"ci-matrix: {len(cells)} cells, but a GitHub matrix holds at most {GITHUB_MAX_JOBS} jobs; "
+            "split the run with --only"
+        )
+    return {"include": [{"tag": c.tag, "runner": runners.for_cell(c), "gpu": c.is_cuda} for c in cells]}
+
+
+def github_json(cells: Sequence[Cell], runners: Runners = GITHUB_RUNNERS) -> str:
+    """The GitHub matrix on one line (a `$GITHUB_OUTPUT` value must be one line)."""
+    return json.dumps(github(cells, runners), separators=(",", ":"))
+
+
+CELL_SCRIPT = """\
+if [ -z "${REGISTRY_USERNAME:-}" ] || [ -z "${REGISTRY_PASSWORD:-}" ]; then
+  echo "set the masked CI/CD variables REGISTRY_USERNAME and REGISTRY_PASSWORD" >&2; exit 2
+fi
+start=$(date +%s)
+status=success
+make build TAG="$CELL_TAG" PUSH=1 || status=failure
+size=$(docker image inspect --format '{{.Size}}' "pytorch-cuda-images:$CELL_TAG" 2>/dev/null || true)
+.venv/bin/python -m builder report cell "$CELL_TAG" --status "$status" \\
+  --build-seconds "$(( $(date +%s) - start ))" ${size:+--size-bytes "$size"} --out reports/cells
+test "$status" = success
+"""
+
+
+def gitlab(cells: Sequence[Cell], runners: Runners = GITLAB_RUNNERS, *, source: str = "matrix.yaml") -> str:
+    """A child pipeline: one job per cell running `make build TAG=... PUSH=1`, logs kept as artifacts.
+
+    Registry credentials come from the CI/CD variables REGISTRY_USERNAME and REGISTRY_PASSWORD
+    (masked, protected), which GitLab hands every job as environment variables.
+    """
+    if not cells:
+        raise ConfigError("ci-matrix: no cells selected")
+    pipeline: dict[str, Any] = {
+        "stages": ["build", "report"],
+        "default": {"interruptible": True},
+        "variables": {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        ".cell": {
+            "stage": "build",
+            "timeout": "4h",
+            "retry": {"max": 1, "when": ["runner_system_failure", "stuck_or_timeout_failure"]},
+            "before_script": ["make venv"],
+            "script": [CELL_SCRIPT],
+        },
+    }
+    for cell in cells:
+        pipeline[cell.tag] = {
+            "extends": ".cell",
+            "tags": runners.for_cell(cell),
+            "variables": {"CELL_TAG": cell.tag, "CELL_GPU": "true" if cell.is_cuda else "false"},
+            "artifacts": {
+                "when": "always",
+                "expire_in": "30 days",
+                "paths": [
+                    f"images/{cell.tag}/build.log",
+                    f"images/{cell.tag}/smoke-result.json",
+                    f"{RESULTS_DIR}/{cell.tag}.json",
+                ],
+            },
+        }
+    pipeline["report"] = {
+        "stage": "report",
+        "tags": list(runners.cpu),
+        "when": "always",  # after every build job, with their artifacts (GitLab caps `needs` at 50)
+        "script": [
+            "make venv",
+            f".venv/bin/python -m builder report render {RESULTS_DIR} --out {REPORT_DIR} --compat",
+        ],
+        "artifacts": {
+            "when": "always",
+            "expire_in": "90 days",
+            "expose_as": "nightly report",
+            "paths": [f"{REPORT_DIR}/"],
+        },
+    }
+    header = (
+        f"# Generated from {source} by `python -m builder ci-matrix --format gitlab` "
+        f"({len(cells)} cell{'' if len(cells) == 1 else 's'}); do not edit.\n"
+    )
+    return header + yaml.dump(pipeline, Dumper=_BlockDumper, sort_keys=False, width=110, allow_unicode=True)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Safe YAML with multi-line strings as `|` blocks (readable scripts)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str)

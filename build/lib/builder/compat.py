@@ -1,0 +1,191 @@
+"""Compatibility facts (which PyTorch x CUDA x OS x Python combinations exist) and the rules over them.
+
+The facts live in `builder/data/compat.yaml`, each entry citing its public source; this module only
+loads them and answers questions. Nothing here touches the network or the engine.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from builder.errors import ConfigError
+from builder.tags import CellKey, version_tuple
+
+COMPAT_FILE = "data/compat.yaml"
+MIN_CUDA_FOR_TOOLKIT_WHEELS = (13, 0)  # cu13 toolkit wheels install one CUDA_HOME tree (nvidia/cu13)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TorchRelease(_Strict):
+    version: str
+    released: str | None = None
+    torchvision: str
+    torchaudio: str | None
+    python: list[str]
+    requires_python: str
+    cuda: list[str]
+    pypi_cuda: str | None
+    cudnn: str | None = None
+    nccl: str | None = None
+    arch_list: dict[str, str] = Field(default_factory=dict)
+    source: list[str] | str
+
+
+class CudaRelease(_Strict):
+    version: str
+    min_driver: str
+    cudnn_image_tag: str
+    images: dict[str, list[Literal["runtime", "devel"]]] = Field(default_factory=dict)
+    toolkit_wheel: str | None = None
+    arch_list: str
+    source: list[str] | str
+
+
+class OsRelease(_Strict):
+    family: Literal["ubuntu", "debian"]
+    version: str
+    codename: str
+    image: str
+    python: str
+    eol: str | None = None
+    source: list[str] | str
+
+
+class CompatData(_Strict):
+    torch: dict[str, TorchRelease]
+    cuda: dict[str, CudaRelease]
+    os: dict[str, OsRelease]
+
+    def torch_minors(self) -> list[str]:
+        return sorted(self.torch, key=version_tuple)
+
+    def cuda_minors(self) -> list[str]:
+        return sorted(self.cuda, key=version_tuple)
+
+    def accelerators(self) -> list[str]:
+        return ["cpu", *(f"cuda{c}" for c in self.cuda_minors())]
+
+    def oses(self) -> list[str]:
+        return sorted(self.os, key=lambda name: (self.os[name].family, version_tuple(self.os[name].version)))
+
+
+@cache
+def load() -> CompatData:
+    """The shipped compatibility data (parsed once)."""
+    text = resources.files("builder").joinpath(COMPAT_FILE).read_text(encoding="utf-8")
+    try:
+        return CompatData.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:  # a broken data file is a bug in the package, reported plainly
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"builder/{COMPAT_FILE}: {where}: {first['msg']}") from None
+
+
+def os_label(name: str, data: CompatData) -> str:
+    """`ubuntu22.04` -> `Ubuntu 22.04`."""
+    release = data.os[name]
+    return f"{release.family.capitalize()} {release.version}"
+
+
+def python_range(versions: list[str]) -> str:
+    ordered = sorted(versions, key=version_tuple)
+    return ordered[0] if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
+
+
+def default_cuda_dev_base(cuda: str) -> Literal["wheels", "nvidia"]:
+    """Full CUDA cells get nvcc from NVIDIA's toolkit wheels where they form one CUDA_HOME (13.0+).
+
+    Wheels come through any PyPI mirror and never vanish the way old nvidia/cuda tags do; before CUDA 13
+    the toolkit wheels are split into one folder per component, so NVIDIA's cuDNN devel image is the
+    default there.
+    """
+    return "wheels" if version_tuple(cuda) >= MIN_CUDA_FOR_TOOLKIT_WHEELS else "nvidia"
+
+
+class Settings(BaseModel):
+    """Per-cell choices that change what is possible (from matrix.yaml overrides)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cuda_dev_base: Literal["wheels", "nvidia"] | None = None
+    wheel_index: str | None = None  # a team's own wheel index: compat warns instead of refusing
+
+
+def problems(key: CellKey, settings: Settings, data: CompatData) -> tuple[list[str], list[str]]:
+    """Why a cell cannot exist (first list) and what is merely unverified (second list, warnings)."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    release = data.torch.get(key.torch)
+    if release is None:
+        return [f"PyTorch {key.torch} was never released (known: {', '.join(data.torch_minors())})"], []
+    if key.os not in data.os:
+        return [f"unknown OS {key.os} (known: {', '.join(data.oses())})"], []
+    cuda = key.cuda
+    if cuda is not None and cuda not in data.cuda:
+        return [f"unknown CUDA {cuda} (known: {', '.join(data.cuda_minors())})"], []
+    if cuda is not None and cuda not in release.cuda:
+        message = (
+            f"PyTorch {key.torch} publishes no CUDA {cuda} wheels "
+            f"(it publishes CUDA {', '.join(release.cuda)})"
+        )
+        if settings.wheel_index:
+            warnings.append(f"{message}; trusting the custom wheel index {settings.wheel_index}")
+        else:
+            reasons.append(message)
+    python = data.os[key.os].python
+    if python not in release.python:
+        reasons.append(
+            f"{os_label(key.os, data)}'s python3 is {python} but torch {key.torch} wheels need Python "
+            f"{python_range(release.python)} (Requires-Python {release.requires_python})"
+        )
+    if cuda is not None and key.variant == "full" and cuda in data.cuda:
+        reasons.extend(_dev_base_problems(key, cuda, settings, data))
+    return reasons, warnings
+
+
+def _dev_base_problems(key: CellKey, cuda: str, settings: Settings, data: CompatData) -> list[str]:
+    dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda)
+    cuda_release = data.cuda[cuda]
+    if dev_base == "nvidia":
+        if "devel" not in cuda_release.images.get(key.os, []):
+            where = [os for os, kinds in cuda_release.images.items() if "devel" in kinds]
+            return [
+                f"NVIDIA publishes no nvidia/cuda:{cuda_release.version}-"
+                f"{cuda_release.cudnn_image_tag}-devel "
+                f"image for {os_label(key.os, data)} (it does for {', '.join(where) or 'no OS'})"
+            ]
+        return []
+    if cuda_release.toolkit_wheel is None:
+        return [f"NVIDIA publishes no cuda-toolkit wheels for CUDA {cuda}; use `cuda_dev_base: nvidia`"]
+    if version_tuple(cuda) < MIN_CUDA_FOR_TOOLKIT_WHEELS:
+        return [
+            f"CUDA {cuda} toolkit wheels do not form one CUDA_HOME (13.0+ do); use `cuda_dev_base: nvidia`"
+        ]
+    return []
+
+
+def base_image(key: CellKey, settings: Settings, data: CompatData) -> str:
+    """Registry-relative base image: plain OS, or NVIDIA's cuDNN devel image for full cells that ask."""
+    cuda = key.cuda
+    if key.variant == "full" and cuda is not None:
+        dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda)
+        if dev_base == "nvidia":
+            release = data.cuda[cuda]
+            return f"nvidia/cuda:{release.version}-{release.cudnn_image_tag}-devel-{key.os}"
+    image = data.os[key.os].image
+    return image if "/" in image.split(":")[0] else f"library/{image}"
+
+
+def arch_list(key: CellKey, data: CompatData) -> str | None:
+    cuda = key.cuda
+    if cuda is None:
+        return None
+    return data.torch[key.torch].arch_list.get(cuda, data.cuda[cuda].arch_list)

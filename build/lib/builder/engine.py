@@ -1,0 +1,408 @@
+"""The Docker engine, through docker-py: the only module that imports `docker`.
+
+Connects from the environment (DOCKER_HOST honoured, API version negotiated), pulls base images, builds
+from an in-memory context tar, runs containers with a timeout and always removes them, tags and pushes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+
+from builder.errors import BuildFailedError, ConfigError, EngineUnavailableError, MirrorError, RegistryError
+from builder.secrets import redact
+
+STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+LOG_TAIL_LINES = 30
+CONTAINER_LABEL = "dev.pytorch-cuda-images.role"
+
+
+def engine_hint() -> str:
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return (
+        f"no Docker engine answers at {where}: start one with `make sandbox` "
+        "(installs docker.io and starts dockerd) or point DOCKER_HOST at a running engine"
+    )
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    steps: int
+    seconds: float
+    log_path: Path
+
+
+@dataclass
+class RunResult:
+    exit_code: int | None  # None: stopped at the timeout
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+@dataclass
+class Engine:
+    """A connected engine; create with `Engine.connect()`."""
+
+    client: Any
+    gpus: bool = field(default=False)
+
+    @classmethod
+    def connect(cls) -> Engine:
+        """Client from the environment; EngineUnavailableError (exit 3) when nothing answers."""
+        try:
+            client = docker.from_env(version="auto", timeout=600)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            raise EngineUnavailableError(engine_hint()) from None
+        return cls(client=client)
+
+    def version(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.client.version()
+        return info
+
+    def has_nvidia_runtime(self) -> bool:
+        runtimes = self.client.info().get("Runtimes", {}) or {}
+        return "nvidia" in runtimes
+
+    # --- images ---------------------------------------------------------------------------------
+    def pull(self, reference: str) -> str:
+        """Pull `reference` (`name:tag` or `name:tag@sha256:...`); returns its digest `sha256:...`.
+
+        A miss names the exact reference that was tried.
+        """
+        name, _, digest = reference.partition("@")
+        repository, _, tag = name.rpartition(":")
+        if "/" in tag or not repository:
+            repository, tag = name, "latest"
+        try:
+            image = self.client.images.pull(repository, tag=digest or tag)
+        except docker.errors.NotFound:
+            raise MirrorError(f"base image {reference} not found in the registry mirror") from None
+        except docker.errors.APIError as exc:
+            raise MirrorError(f"cannot pull base image {reference}: {_explain(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise MirrorError(f"cannot pull base image {reference}: {exc}") from None
+        if digest:
+            return digest
+        repo_digests: list[str] = image.attrs.get("RepoDigests") or []
+        for repo_digest in repo_digests:
+            if repo_digest.split("@")[0] == repository:
+                return repo_digest.split("@")[1]
+        if repo_digests:
+            return repo_digests[0].split("@")[1]
+        raise MirrorError(f"base image {reference} has no registry digest after the pull")
+
+    def image_exists(self, reference: str) -> bool:
+        try:
+            self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def image_attrs(self, reference: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = self.client.images.get(reference).attrs
+        return attrs
+
+    def history(self, reference: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.client.api.history(reference)
+        return rows
+
+    def tag(self, image_id: str, reference: str) -> None:
+        repository, _, tag = reference.rpartition(":")
+        self.client.api.tag(image_id, repository, tag)
+
+    def remove_image(self, reference: str, *, keep_parents: bool = False) -> None:
+        """Remove an image (keep_parents: leave its untagged parent layers as build cache).
+
+        One still referenced by containers is left alone.
+        """
+        try:
+            self.client.images.remove(reference, noprune=keep_parents)
+        except docker.errors.APIError:
+            pass
+
+    def build(
+        self,
+        context_files: Mapping[str, bytes],
+        *,
+        target: str,
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+        log_path: Path,
+        on_step: Callable[[int, int, str], None] | None = None,
+        nocache: bool = False,
+    ) -> BuildResult:
+        """Build an untagged image from in-memory files; BuildFailedError names the step and the log tail."""
+        started = time.perf_counter()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        current_step = ""
+        steps = 0
+        image_id = ""
+        error = ""
+        with log_path.open("w", encoding="utf-8") as log:
+            try:
+                stream = self.client.api.build(
+                    fileobj=_context_tar(context_files),
+                    custom_context=True,
+                    target=target,
+                    buildargs=dict(build_args),
+                    labels=dict(labels),
+                    network_mode="host",
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    nocache=nocache,
+                    decode=True,
+                )
+                for chunk in stream:
+                    text = chunk.get("stream") or chunk.get("status") or ""
+                    if "error" in chunk:
+                        error = str(chunk.get("error", "")).strip()
+                        text = error + "\n"
+                    if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                        image_id = chunk["aux"]["ID"]
+                    for line in text.splitlines():
+                        log.write(line + "\n")
+                        lines.append(line)
+                        step = STEP_RE.match(line.strip())
+                        if step:
+                            current_step = line.strip()
+                            steps = int(step[2])
+                            if on_step:
+                                on_step(int(step[1]), int(step[2]), step[3])
+                    log.flush()
+            except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+                error = _explain(exc) if isinstance(exc, docker.errors.APIError) else str(exc)
+                log.write(f"error: {error}\n")
+        if error or not image_id:
+            tail = lines[-LOG_TAIL_LINES:]
+            raise BuildFailedError(
+                f"build failed at {current_step or 'the start'}: {error or 'no image produced'}",
+                lines=[
+                    f"build failed at {current_step or 'the start'}",
+                    f"error: {error or 'no image produced'}",
+                    f"last {len(tail)} log lines (full log: {log_path}):",
+                    *("  " + line for line in tail),
+                ],
+            )
+        return BuildResult(
+            image_id=image_id, steps=steps, seconds=time.perf_counter() - started, log_path=log_path
+        )
+
+    # --- containers -----------------------------------------------------------------------------
+    @contextmanager
+    def container(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        gpus: bool = False,
+        env: Mapping[str, str] | None = None,
+        network_host: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """A started container with a unique name, removed afterwards whatever happens."""
+        name = f"pci-{uuid.uuid4().hex[:12]}"
+        device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None
+        try:
+            container = self.client.containers.create(
+                image,
+                command,
+                name=name,
+                detach=True,
+                environment=dict(env or {}),
+                labels={CONTAINER_LABEL: "test"},
+                device_requests=device_requests,
+                network_mode="host" if network_host else None,
+                **kwargs,
+            )
+        except docker.errors.ImageNotFound:
+            raise ConfigError(
+                f"no image {image} on this engine: build it first (make build TAG=...)"
+            ) from None
+        try:
+            container.start()
+            yield container
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        timeout: float,
+        gpus: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Run a command to completion (or the timeout); the container is always removed."""
+        started = time.perf_counter()
+        with self.container(image, command, gpus=gpus, env=env) as container:
+            exit_code: int | None
+            try:
+                status = container.wait(timeout=timeout)
+                exit_code = int(status.get("StatusCode", 1))
+            except (requests.exceptions.RequestException, OSError):
+                container.kill()
+                exit_code = None
+            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        return RunResult(
+            exit_code=exit_code, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - started
+        )
+
+    def leftover_containers(self) -> list[str]:
+        """Containers this tool started (label) that still exist."""
+        found = self.client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+        return [c.name for c in found]
+
+    # --- registry -------------------------------------------------------------------------------
+    # Pushes and registry queries for builder/registry.py. Credentials arrive as a docker-py auth_config
+    # dict and are passed per call (never `login`, so nothing is written to a Docker config file); every
+    # error text is redacted before it leaves this section. `auth=None`: docker-py's own config lookup.
+
+    def push(
+        self,
+        reference: str,
+        *,
+        auth: Mapping[str, str] | None,
+        on_layer: Callable[[str, str, int, int], None] | None = None,
+    ) -> str:
+        """Push one `host/repo:tag`; returns the manifest digest the registry took. RegistryError on failure.
+
+        on_layer(layer_id, status, current_bytes, total_bytes) is called for every progress message.
+        """
+        repository, tag = _split_reference(reference)
+        secrets = _auth_secrets(auth)
+        digest = ""
+        try:
+            stream = self.client.api.push(
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=dict(auth) if auth is not None else None,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail") or {}
+                    message = str(detail.get("message") or chunk["error"]).strip()
+                    raise RegistryError(redact(f"push of {reference} failed: {message}", secrets))
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                layer, status = chunk.get("id"), chunk.get("status")
+                if layer and status and on_layer is not None:
+                    progress = chunk.get("progressDetail") or {}
+                    on_layer(
+                        str(layer),
+                        str(status),
+                        int(progress.get("current") or 0),
+                        int(progress.get("total") or 0),
+                    )
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"push of {reference} failed: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(
+                redact(f"push of {reference} failed: the engine stopped answering ({exc})", secrets)
+            ) from None
+        if not digest:
+            raise RegistryError(f"push of {reference} failed: the engine reported no manifest digest")
+        return digest
+
+    def registry_digest(self, reference: str, *, auth: Mapping[str, str] | None) -> str | None:
+        """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
+        secrets = _auth_secrets(auth)
+        try:
+            data = self.client.api.inspect_distribution(
+                reference, auth_config=dict(auth) if auth is not None else None
+            )
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"cannot query {reference}: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(
+                redact(f"cannot query {reference}: the engine stopped answering ({exc})", secrets)
+            ) from None
+        digest: str = data["Descriptor"]["digest"]
+        return digest
+
+    def repo_digests(self, reference: str) -> list[str]:
+        """The local image's `name@sha256:...` references (one per registry repository it was pushed to)."""
+        digests: list[str] = self.image_attrs(reference).get("RepoDigests") or []
+        return digests
+
+    def pull_by_digest(self, repository: str, digest: str, *, auth: Mapping[str, str] | None) -> str:
+        """Pull `repository@digest`; returns the local image id. RegistryError on failure."""
+        secrets = _auth_secrets(auth)
+        where = f"{repository}@{digest}"
+        try:
+            image = self.client.images.pull(
+                repository, tag=digest, auth_config=dict(auth) if auth is not None else None
+            )
+        except docker.errors.APIError as exc:
+            raise RegistryError(redact(f"cannot pull {where}: {_explain(exc)}", secrets)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(redact(f"cannot pull {where}: {exc}", secrets)) from None
+        image_id: str = image.id
+        return image_id
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """`host:port/repo:tag` -> (`host:port/repo`, `tag`)."""
+    repository, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return repository, tag
+
+
+def _auth_secrets(auth: Mapping[str, str] | None) -> list[str]:
+    """Values of an auth_config that must never appear in a message (and their base64 form)."""
+    if not auth:
+        return []
+    values = [auth.get(key, "") for key in ("password", "identitytoken", "registrytoken", "auth")]
+    if auth.get("username") and auth.get("password"):
+        values.append(base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode())
+    return [value for value in values if value]
+
+
+def _context_tar(files: Mapping[str, bytes]) -> io.BytesIO:
+    """A deterministic tar of the build context (fixed mtimes and owners)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in sorted(files):
+            data = files[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)

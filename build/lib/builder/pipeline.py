@@ -1,0 +1,176 @@
+"""One cell end to end: render, pull the base through the mirror, build, smoke-test, and only then tag."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from builder import lock, profiles, smoke
+from builder.cell import Cell
+from builder.engine import Engine
+from builder.errors import MirrorError
+from builder.profiles import ResolvedProfile
+from builder.render import CA_PLACEHOLDER, LABEL_PREFIX, Renderer, cell_immutable_tag, content_hash, write
+
+LOCAL_REPOSITORY = "pytorch-cuda-images"
+SOURCE_URL = "https://github.com/pytorch-cuda-images/pytorch-cuda-images"
+
+
+@dataclass
+class BuiltCell:
+    cell: Cell
+    image_id: str
+    tags: list[str]
+    content_hash: str
+    build_seconds: float
+    smoke: smoke.SmokeReport | None
+    size_bytes: int
+
+
+def local_references(cell: Cell) -> list[str]:
+    """The local names a built cell gets: floating tag first, then the immutable one."""
+    return [f"{LOCAL_REPOSITORY}:{cell.tag}", f"{LOCAL_REPOSITORY}:{cell_immutable_tag(cell)}"]
+
+
+def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> dict[str, bytes]:
+    """The rendered files, with the profile's CA bundle in place of the empty placeholder."""
+    files = renderer.files(cell)
+    if profile.ca_bundle is not None:
+        files[CA_PLACEHOLDER] = profile.ca_bundle.read_bytes()
+    return files
+
+
+def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], base_digest: str) -> str:
+    """The content hash a build of this input carries (label `content-hash`): context, args, base digest."""
+    return content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
+
+
+def _git_revision(repo: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def labels(cell: Cell, *, base_ref: str, base_digest: str, chash: str, revision: str) -> dict[str, str]:
+    """Labels known only at build time (the static ones are in the Dockerfile)."""
+    return {
+        "org.opencontainers.image.version": cell_immutable_tag(cell),
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.source": SOURCE_URL,
+        "org.opencontainers.image.base.name": base_ref,
+        "org.opencontainers.image.base.digest": base_digest,
+        f"{LABEL_PREFIX}.content-hash": chash,
+    }
+
+
+def build_cell(
+    engine: Engine,
+    renderer: Renderer,
+    cell: Cell,
+    profile: ResolvedProfile,
+    *,
+    out: Path,
+    console: Console,
+    run_smoke: bool = True,
+    require_gpu: bool = False,
+    smoke_timeout: float = smoke.DEFAULT_TIMEOUT_S,
+    nocache: bool = False,
+    lock_data: dict[str, Any] | None = None,
+) -> BuiltCell:
+    """Build one cell; tags are created only after the smoke suite passed."""
+    write(out, cell.tag, renderer.files(cell))
+    context = build_context(renderer, cell, profile)
+    build_args = profile.build_args(cell)
+    base_ref = profile.base_image(cell)
+    problems = profiles.unreachable(profile, cell)
+    if problems:
+        raise MirrorError(problems[0], lines=problems)
+    locked = lock.base_digest(lock_data, profile.name, base_ref) if lock_data and profile.lock_bases else None
+    pinned = f"{base_ref}@{locked}" if locked else base_ref
+    console.print(f"[bold]{cell.tag}[/]: pulling base {pinned} (profile {profile.name})")
+    base_digest = engine.pull(pinned)
+    if locked:
+        build_args["BASE_DIGEST"] = f"@{locked}"
+    elif profile.lock_bases:
+        console.print(
+            f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag"
+        )
+    chash = cell_content_hash(context, profile.build_args(cell), base_digest)
+    image_labels = labels(
+        cell,
+        base_ref=base_ref,
+        base_digest=base_digest,
+        chash=chash,
+        revision=_git_revision(renderer.templates_dir.parent),
+    )
+    target = cell.variant
+    log_path = out / cell.tag / "build.log"
+    with Progress(
+        TextColumn("[bold]{task.fields[tag]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=None, tag=cell.tag)
+
+        def on_step(number: int, total: int, instruction: str) -> None:
+            progress.update(task, total=total, completed=number - 1, description=instruction[:70])
+
+        result = engine.build(
+            context,
+            target=target,
+            build_args=build_args,
+            labels=image_labels,
+            log_path=log_path,
+            on_step=on_step,
+            nocache=nocache,
+        )
+        progress.update(task, completed=result.steps or 1, total=result.steps or 1, description="built")
+    console.print(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s (log: {log_path})")
+    report = None
+    if run_smoke:
+        gpus = engine.has_nvidia_runtime()
+        try:
+            report = smoke.run(
+                engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
+            )
+            for line in report.table():
+                console.print(f"  {line}", markup=False, highlight=False)
+            (out / cell.tag / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
+            smoke.gate(report)
+        except BaseException:
+            engine.remove_image(result.image_id)
+            raise
+        console.print(f"{cell.tag}: smoke tests passed in {report.seconds:.1f} s")
+    references = local_references(cell)
+    for reference in references:
+        engine.tag(result.image_id, reference)
+    size = int(engine.image_attrs(result.image_id).get("Size", 0))
+    return BuiltCell(
+        cell=cell,
+        image_id=result.image_id,
+        tags=references,
+        content_hash=chash,
+        build_seconds=result.seconds,
+        smoke=report,
+        size_bytes=size,
+    )

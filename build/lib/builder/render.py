@@ -1,0 +1,217 @@
+"""Rendering a resolved cell into its build context: `images/<tag>/Dockerfile` and the files it copies.
+
+Pure apart from reading templates and writing the output folder; rendering is deterministic (the same
+matrix and templates give byte-identical files on every machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from builder.cell import Cell
+from builder.errors import ConfigError
+from builder.profiles import OFFICIAL_APT
+from builder.tags import TAG_RE, immutable_tag
+
+TEMPLATE = "Dockerfile.j2"
+ENTRYPOINT = "entrypoint.sh"
+SMOKE_MODULE = "smoke_suite.py"
+CA_PLACEHOLDER = "certs/extra-ca.crt"
+DOCKERIGNORE = "build.log\n*.log\nsmoke-result.json\n"
+LABEL_PREFIX = "dev.pytorch-cuda-images"
+GENERATED_NAMES = ("Dockerfile", "cell.json", "smoke.py", CA_PLACEHOLDER, ".dockerignore", ENTRYPOINT)
+
+APT_SOURCES = {
+    "debian": (
+        "deb ${APT_MIRROR} {codename} main",
+        "deb ${APT_MIRROR} {codename}-updates main",
+        "deb ${APT_SECURITY_MIRROR} {codename}-security main",
+    ),
+    "ubuntu": (
+        "deb ${APT_MIRROR} {codename} main restricted universe multiverse",
+        "deb ${APT_MIRROR} {codename}-updates main restricted universe multiverse",
+        "deb ${APT_SECURITY_MIRROR} {codename}-security main restricted universe multiverse",
+    ),
+}
+
+
+def cell_immutable_tag(cell: Cell) -> str:
+    return immutable_tag(
+        cell.key,
+        torch_version=cell.torch_version,
+        cuda_version=cell.cuda_version,
+        cudnn_major=cell.cudnn_major,
+    )
+
+
+def floating_tags(cell: Cell) -> list[str]:
+    """Tags that move to the newest build of a cell (after the immutable one is pushed and verified)."""
+    return [cell.tag]
+
+
+def cell_labels(cell: Cell) -> list[tuple[str, str]]:
+    """The cell's own labels (prefix `dev.pytorch-cuda-images.`), fixed at render time."""
+    return [
+        ("tag", cell.tag),
+        ("torch", cell.torch_version),
+        ("cuda", cell.cuda_version or "none"),
+        ("cudnn", cell.cudnn_version or "none"),
+        ("python", cell.python_version),
+        ("os", cell.key.os),
+        ("variant", cell.variant),
+    ]
+
+
+def expected_values(cell: Cell) -> dict[str, object]:
+    """cell.json: what the in-image smoke suite checks the image against."""
+    full = cell.variant == "full"
+    return {
+        "tag": cell.tag,
+        "immutable_tag": cell_immutable_tag(cell),
+        "variant": cell.variant,
+        "python": cell.python_version,
+        "torch": cell.torch_version,
+        "torchvision": cell.torchvision_version if full else None,
+        "torchaudio": cell.torchaudio_version if full else None,
+        "cuda": cell.cuda_minor,
+        "cudnn_major": cell.cudnn_major,
+        "min_driver": cell.min_driver,
+        "gpu_archs": list(cell.gpu_archs),
+    }
+
+
+@dataclass
+class Renderer:
+    """Renders cells with the templates in `templates_dir` (StrictUndefined: a typo is an error)."""
+
+    templates_dir: Path
+
+    def __post_init__(self) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.templates_dir),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+
+    def files(self, cell: Cell) -> dict[str, bytes]:
+        """Every file of the cell's build context, by relative path."""
+        files = {
+            "Dockerfile": self._dockerfile(cell).encode(),
+            "cell.json": (json.dumps(expected_values(cell), indent=2, sort_keys=True) + "\n").encode(),
+            "smoke.py": resources.files("builder").joinpath(SMOKE_MODULE).read_bytes(),
+            CA_PLACEHOLDER: b"",
+            ".dockerignore": DOCKERIGNORE.encode(),
+        }
+        if cell.variant == "full":
+            files[ENTRYPOINT] = (self.templates_dir / ENTRYPOINT).read_bytes()
+        return files
+
+    def _dockerfile(self, cell: Cell) -> str:
+        family = cell.os_family
+        context = {
+            "cell": cell,
+            "immutable_tag": cell_immutable_tag(cell),
+            "cell_labels": cell_labels(cell),
+            "apt_sources": [line.replace("{codename}", cell.os_codename) for line in APT_SOURCES[family]],
+            "apt_defaults": {"mirror": OFFICIAL_APT[family], "security": OFFICIAL_APT[f"{family}_security"]},
+            "torch_index_default": _default_torch_index(cell),
+        }
+        try:
+            return self.env.get_template(TEMPLATE).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"templates/{exc.name or TEMPLATE}:{exc.lineno}: {exc.message}") from None
+        except jinja2.UndefinedError as exc:
+            where = self._template_frame(exc) or f"templates/{TEMPLATE}"
+            raise ConfigError(f"{where}: {exc.message} (rendering {cell.tag})") from None
+        except jinja2.TemplateNotFound as exc:
+            raise ConfigError(f"templates/: template {exc.name!r} not found") from None
+
+    def _template_frame(self, exc: BaseException) -> str | None:
+        """`templates/partials/x.j2:LINE` of the innermost template frame of an exception."""
+        found = None
+        for frame, line in traceback.walk_tb(exc.__traceback__):
+            filename = frame.f_code.co_filename
+            if filename.endswith(".j2") and Path(filename).is_relative_to(self.templates_dir):
+                found = f"templates/{Path(filename).relative_to(self.templates_dir)}:{line}"
+        return found
+
+
+def _default_torch_index(cell: Cell) -> str:
+    if cell.wheel_source == "custom":
+        return cell.wheel_index
+    if cell.wheel_source == "pytorch":
+        return f"https://download.pytorch.org/whl/{cell.wheel_index}"
+    return ""
+
+
+def write(out_dir: Path, tag: str, files: Mapping[str, bytes]) -> Path:
+    """Write one cell's files into `out_dir/<tag>/`, removing generated files that no longer belong."""
+    target = out_dir / tag
+    for name in GENERATED_NAMES:
+        if name not in files and (target / name).exists():
+            (target / name).unlink()
+    for name, content in files.items():
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_bytes() != content:
+            path.write_bytes(content)
+        path.chmod(_mode(name))
+    return target
+
+
+def _mode(name: str) -> int:
+    return 0o755 if name.endswith(".sh") else 0o644
+
+
+def stale(out_dir: Path, rendered: Mapping[str, Mapping[str, bytes]], *, complete: bool) -> list[str]:
+    """Files under out_dir that differ from a fresh render, are missing, or (complete) belong to no cell."""
+    problems: list[str] = []
+    for tag, files in rendered.items():
+        for name, content in files.items():
+            path = out_dir / tag / name
+            if not path.exists():
+                problems.append(f"missing: {path}")
+            elif path.read_bytes() != content or path.stat().st_mode & 0o777 != _mode(name):
+                problems.append(f"stale: {path}")
+        for name in GENERATED_NAMES:
+            if name not in files and (out_dir / tag / name).exists():
+                problems.append(f"stale: {out_dir / tag / name} (no longer generated)")
+    if complete and out_dir.is_dir():
+        for child in sorted(out_dir.iterdir()):
+            if child.is_dir() and child.name not in rendered and TAG_RE.match(child.name):
+                problems.append(f"stale: {child}/ (no such cell in the matrix)")
+    return problems
+
+
+def remove_orphans(out_dir: Path, keep: Iterable[str]) -> list[Path]:
+    """Delete cell folders under out_dir that the matrix no longer has."""
+    keep_set = set(keep)
+    removed = []
+    if out_dir.is_dir():
+        for child in sorted(out_dir.iterdir()):
+            if child.is_dir() and child.name not in keep_set and TAG_RE.match(child.name):
+                shutil.rmtree(child)
+                removed.append(child)
+    return removed
+
+
+def content_hash(files: Mapping[str, bytes], build_args: Mapping[str, str] | None = None) -> str:
+    """sha256 over the build context and the build arguments: equal hashes mean an identical build input."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    for name in sorted(build_args or {}):
+        digest.update(f"{name}={(build_args or {})[name]}\0".encode())
+    return digest.hexdigest()

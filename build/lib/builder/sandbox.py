@@ -1,0 +1,691 @@
+"""Local loopback sandbox: Docker engine, base-image registry and PyPI mirror.
+
+Nothing can be pulled from Docker Hub on dev machines and CI, so ``up()`` builds
+the pieces a build needs and serves them on 127.0.0.1 only:
+
+* ``dockerd`` (started in the background when no engine answers),
+* a plain-HTTP ``docker-registry`` holding a debootstrapped Debian 12 base image,
+* ``pypiserver`` over a folder of wheels fetched once with ``pip download``.
+
+State (logs, pid files, caches, registry storage, wheels) lives in a state
+directory outside the repository, so clean checkouts reuse it.  ``up()`` is
+idempotent: a second call only checks that everything answers.
+
+Pure stdlib + subprocess; this module never imports docker-py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from builder.errors import SandboxError
+
+DEFAULT_STATE_DIR = Path(os.environ.get("SANDBOX_DIR", "/var/tmp/pytorch-cuda-images-sandbox"))
+
+HOST = "127.0.0.1"
+DEFAULT_REGISTRY_PORT = 5000
+DEFAULT_PYPI_PORT = 8080
+
+BASE_REPOSITORY = "library/debian"
+BASE_TAG = "12"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Wheels every sandbox serves (CPU builds, the ``full`` variant's extras, build tools).
+CPU_REQUIREMENTS: tuple[str, ...] = (
+    "torch==2.13.0+cpu",
+    # torchvision 0.28.0+cpu lives only on download.pytorch.org, which this network cannot reach: PyPI's
+    # 0.28.0 (a CUDA build; with CPU torch its C++ ops do not load) lets the full variant build here.
+    "torchvision==0.28.0",
+    "numpy",
+    "pip",
+    "setuptools",
+    "wheel",
+    "jupyterlab",
+    "ninja",
+    "pandas",
+    "matplotlib",
+)
+
+#: Extra wheels for ``up(with_cuda=True)``: torch for CUDA 13.0 (nvidia-* and triton come
+#: with it) and NVIDIA's toolkit wheels, pinned through ``cuda-toolkit`` so parts agree.
+CUDA_REQUIREMENTS: tuple[str, ...] = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3",
+)
+
+#: Where ``pip download`` looks. Local folders are used only where they exist.
+PIP_INDEX_URL = "https://pypi.org/simple"
+PIP_FIND_LINKS: tuple[str, ...] = ("/opt/wheels",)
+PIP_EXTRA_INDEX_URLS: tuple[str, ...] = ("file:///opt/pypi/simple", "file:///opt/pypi-more/simple")
+PIP_CERT = "/etc/ssl/certs/ca-certificates.crt"
+
+#: Target interpreter of the wheels: Debian 12's python3 (glibc 2.36) on x86_64.
+WHEEL_PYTHON = "3.11"
+WHEEL_PLATFORMS: tuple[str, ...] = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
+    "manylinux2014_x86_64",
+    "linux_x86_64",
+)
+
+ENGINE_TIMEOUT_S = 60.0
+SERVICE_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+Log = Callable[[str], None]
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # injected into local builds: TLS is intercepted here
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """Where the sandbox's services answer."""
+
+    registry: str  # "127.0.0.1:5000" (plain HTTP registry, the base-image mirror)
+    pypi_url: str  # "http://127.0.0.1:8080/simple" (pypiserver over the wheel folder)
+    base_image: str  # "127.0.0.1:5000/library/debian:12" (debootstrapped Debian 12, pushed)
+    state_dir: Path
+
+    def profile_env(self) -> dict[str, str]:
+        """The variables the ``local`` mirror profile reads."""
+        return {
+            "SANDBOX_REGISTRY": self.registry,
+            "SANDBOX_PYPI_URL": self.pypi_url,
+            "SANDBOX_BASE_IMAGE": self.base_image,
+            "SANDBOX_CA_BUNDLE": HOST_CA_BUNDLE if Path(HOST_CA_BUNDLE).is_file() else "",
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SandboxError(f"{name}={raw!r} is not a port number") from None
+
+
+def sandbox_info(state_dir: Path = DEFAULT_STATE_DIR) -> SandboxInfo:
+    """The addresses the sandbox uses (ports from SANDBOX_REGISTRY_PORT / SANDBOX_PYPI_PORT)."""
+    registry = f"{HOST}:{_port('SANDBOX_REGISTRY_PORT', DEFAULT_REGISTRY_PORT)}"
+    pypi_port = _port("SANDBOX_PYPI_PORT", DEFAULT_PYPI_PORT)
+    return SandboxInfo(
+        registry=registry,
+        pypi_url=f"http://{HOST}:{pypi_port}/simple",
+        base_image=f"{registry}/{BASE_REPOSITORY}:{BASE_TAG}",
+        state_dir=Path(state_dir),
+    )
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_status(url: str, timeout: float = 3.0) -> int | None:
+    """HTTP status of GET url (loopback, no proxy), or None when nothing answers."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _http_json(url: str, timeout: float = 5.0) -> Any:
+    """GET url and decode JSON; None when it does not answer 200."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as resp:
+            return json.loads(resp.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    """Last non-empty lines of a log file, joined with ' | '."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+def _logs(state_dir: Path) -> Path:
+    path = state_dir / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(
+    cmd: Sequence[str],
+    log_file: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: IO[bytes] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Run cmd, appending its output to log_file; raise SandboxError with one line on failure."""
+    with log_file.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.run(
+                list(cmd),
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise SandboxError(f"{cmd[0]}: command not found") from None
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"{cmd[0]} timed out after {timeout:.0f} s (log: {log_file})") from None
+    if proc.returncode != 0:
+        raise SandboxError(
+            f"{' '.join(cmd[:3])} failed (exit {proc.returncode}): {_tail(log_file)} (log: {log_file})"
+        )
+
+
+@contextlib.contextmanager
+def _step(log: Log, name: str) -> Iterator[list[str]]:
+    """Log how long a step took; the body may append a short note to the yielded list."""
+    notes: list[str] = []
+    start = time.monotonic()
+    yield notes
+    note = f" ({'; '.join(notes)})" if notes else ""
+    log(f"sandbox: {name}: {time.monotonic() - start:.1f} s{note}")
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """Serialise up()/down() on one state directory."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- processes
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []  # keeps started servers referenced
+
+
+def _pid_file(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.pid"
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """Whether pid runs and its command line contains marker (guards against pid reuse)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X") and marker in cmdline
+
+
+def _read_pid(state_dir: Path, name: str) -> int | None:
+    try:
+        return int(_pid_file(state_dir, name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _running(state_dir: Path, name: str, marker: str) -> int | None:
+    pid = _read_pid(state_dir, name)
+    return pid if pid is not None and _alive(pid, marker) else None
+
+
+def _spawn(state_dir: Path, name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Start cmd detached (own session), output to logs/NAME.log, pid in NAME.pid."""
+    log_path = _logs(state_dir) / f"{name}.log"
+    with log_path.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(env) if env is not None else None,
+                cwd=state_dir,
+            )
+        except FileNotFoundError:
+            raise SandboxError(f"{cmd[0]}: command not found") from None
+    _CHILDREN.append(proc)
+    _pid_file(state_dir, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _wait_until(
+    check: Callable[[], bool], *, what: str, pid: int, marker: str, log_path: Path, timeout: float
+) -> None:
+    """Poll check() until true; fail early when the process pid has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if not _alive(pid, marker):
+            raise SandboxError(f"{what} exited at start: {_tail(log_path)} (log: {log_path})")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"{what} did not answer within {timeout:.0f} s (log: {log_path})")
+        time.sleep(0.25)
+
+
+def _stop(state_dir: Path, name: str, marker: str) -> bool:
+    """SIGTERM the process named by NAME.pid (SIGKILL after a grace period); True if one ran."""
+    pid_file = _pid_file(state_dir, name)
+    pid = _read_pid(state_dir, name)
+    stopped = False
+    if pid is not None and _alive(pid, marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid, marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+# --------------------------------------------------------------------------- apt
+
+
+class _Apt:
+    """Installs Debian packages on demand, running ``apt-get update`` at most once."""
+
+    def __init__(self, state_dir: Path, log: Log) -> None:
+        self._log_file = _logs(state_dir) / "apt.log"
+        self._log = log
+        self._updated = False
+
+    def ensure(self, package: str, command: str) -> None:
+        """Install package unless command is already on PATH."""
+        if shutil.which(command):
+            return
+        if os.geteuid() != 0:
+            raise SandboxError(f"{command} is missing and installing {package} needs root")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if not self._updated:
+            _run(["apt-get", "update"], self._log_file, env=env, timeout=600)
+            self._updated = True
+        self._log(f"sandbox: apt-get install {package}")
+        _run(["apt-get", "install", "-y", package], self._log_file, env=env, timeout=1200)
+        if not shutil.which(command):
+            raise SandboxError(f"installed {package} but {command} is still not on PATH")
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def engine_answers() -> bool:
+    """Whether ``docker info`` reaches an engine."""
+    if not shutil.which("docker"):
+        return False
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def _ensure_engine(state_dir: Path, apt: _Apt, notes: list[str]) -> None:
+    if engine_answers():
+        notes.append("engine answers")
+        return
+    apt.ensure("docker.io", "dockerd")
+    pid = _running(state_dir, "dockerd", "dockerd")
+    if pid is None:
+        pid = _spawn(state_dir, "dockerd", ["dockerd", "--storage-driver", "overlay2"])
+        notes.append(f"started dockerd pid {pid}")
+    _wait_until(
+        engine_answers,
+        what="dockerd",
+        pid=pid,
+        marker="dockerd",
+        log_path=_logs(state_dir) / "dockerd.log",
+        timeout=ENGINE_TIMEOUT_S,
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _registry_config(state_dir: Path, registry: str) -> Path:
+    storage = state_dir / "registry"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "registry.yml"
+    text = (
+        "version: 0.1\n"
+        "log:\n"
+        "  level: info\n"
+        "storage:\n"
+        "  filesystem:\n"
+        f"    rootdirectory: {storage}\n"
+        "  delete:\n"
+        "    enabled: true\n"
+        "http:\n"
+        f"  addr: {registry}\n"
+        "  headers:\n"
+        "    X-Content-Type-Options: [nosniff]\n"
+    )
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
+    return config
+
+
+def _registry_answers(registry: str) -> bool:
+    return _http_status(f"http://{registry}/v2/") == 200
+
+
+def _ensure_registry(state_dir: Path, info: SandboxInfo, apt: _Apt, notes: list[str]) -> None:
+    if _registry_answers(info.registry):
+        notes.append("answers")
+        return
+    apt.ensure("docker-registry", "docker-registry")
+    config = _registry_config(state_dir, info.registry)
+    pid = _running(state_dir, "registry", "docker-registry")
+    if pid is None:
+        pid = _spawn(state_dir, "registry", ["docker-registry", "serve", str(config)])
+        notes.append(f"started pid {pid}")
+    _wait_until(
+        lambda: _registry_answers(info.registry),
+        what="docker-registry",
+        pid=pid,
+        marker="docker-registry",
+        log_path=_logs(state_dir) / "registry.log",
+        timeout=SERVICE_TIMEOUT_S,
+    )
+
+
+def _registry_has_base(info: SandboxInfo) -> bool:
+    tags = _http_json(f"http://{info.registry}/v2/{BASE_REPOSITORY}/tags/list")
+    return isinstance(tags, dict) and BASE_TAG in (tags.get("tags") or [])
+
+
+# --------------------------------------------------------------------------- base image
+
+
+def _rootfs_tarball(state_dir: Path, apt: _Apt, notes: list[str]) -> Path:
+    """Debian 12 minbase rootfs as a tar, debootstrapped once and cached."""
+    cache = state_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / f"debian-{BASE_TAG}-minbase.tar"
+    if tarball.exists():
+        notes.append("cached rootfs")
+        return tarball
+    apt.ensure("debootstrap", "debootstrap")
+    rootfs = cache / "rootfs"
+    _remove_rootfs(rootfs)
+    log_file = _logs(state_dir) / "debootstrap.log"
+    start = time.monotonic()
+    try:
+        _run(
+            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
+            log_file,
+            timeout=1800,
+        )
+        for leftovers in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            for entry in (rootfs / leftovers).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        partial = tarball.with_suffix(".tar.partial")
+        _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], log_file)
+        partial.rename(tarball)
+    finally:
+        _remove_rootfs(rootfs)
+    notes.append(f"debootstrap {time.monotonic() - start:.1f} s")
+    return tarball
+
+
+def _remove_rootfs(rootfs: Path) -> None:
+    """Delete a (possibly half-built) rootfs, unmounting what debootstrap left mounted."""
+    if not rootfs.exists():
+        return
+    for mount in ("proc", "sys", "dev/pts", "dev"):
+        target = rootfs / mount
+        if target.is_mount():
+            subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+    shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def _image_exists(image: str) -> bool:
+    proc = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False, timeout=60)
+    return proc.returncode == 0
+
+
+def _ensure_base_image(state_dir: Path, info: SandboxInfo, apt: _Apt, notes: list[str]) -> None:
+    if _registry_has_base(info):
+        notes.append("registry has it")
+        return
+    log_file = _logs(state_dir) / "docker.log"
+    if not _image_exists(info.base_image):
+        tarball = _rootfs_tarball(state_dir, apt, notes)
+        with tarball.open("rb") as tar:
+            _run(
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    'CMD ["bash"]',
+                    "--change",
+                    f"ENV PATH={BASE_PATH}",
+                    "-",
+                    info.base_image,
+                ],
+                log_file,
+                stdin=tar,
+                timeout=600,
+            )
+        notes.append("imported")
+    _run(["docker", "push", info.base_image], log_file, timeout=600)
+    notes.append("pushed")
+    if not _registry_has_base(info):
+        raise SandboxError(f"pushed {info.base_image} but the registry does not list it")
+
+
+# --------------------------------------------------------------------------- wheels
+
+
+def _pip_download_command(requirements: Sequence[str], dest: Path) -> list[str]:
+    """``pip download`` of requirements (with dependencies) for cp311 manylinux x86_64."""
+    cmd = [sys.executable, "-m", "pip", "download", "--dest", str(dest), "--progress-bar", "off"]
+    cmd += ["--disable-pip-version-check", "--timeout", "120", "--index-url", PIP_INDEX_URL]
+    if Path(PIP_CERT).exists():
+        cmd += ["--cert", PIP_CERT]
+    for folder in PIP_FIND_LINKS:
+        if Path(folder).is_dir():
+            cmd += ["--find-links", folder]
+    for url in PIP_EXTRA_INDEX_URLS:
+        if Path(url.removeprefix("file://")).is_dir() or not url.startswith("file://"):
+            cmd += ["--extra-index-url", url]
+    cmd += ["--python-version", WHEEL_PYTHON, "--implementation", "cp", "--only-binary=:all:"]
+    for platform in WHEEL_PLATFORMS:
+        cmd += ["--platform", platform]
+    return cmd + list(requirements)
+
+
+def _pip_env() -> dict[str, str]:
+    """Environment without the host's pip settings (PIP_* variables and config files)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def _ensure_wheels(state_dir: Path, group: str, requirements: Sequence[str], notes: list[str]) -> None:
+    """Fill state_dir/wheels with requirements once; a stamp remembers what was done."""
+    wheels = state_dir / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    stamps = state_dir / "stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    cmd = _pip_download_command(requirements, wheels)
+    digest = hashlib.sha256(json.dumps(cmd[1:]).encode()).hexdigest()
+    stamp = stamps / f"wheels-{group}"
+    has_files = any(p.is_file() for p in wheels.iterdir())
+    if has_files and stamp.exists() and stamp.read_text().strip() == digest:
+        notes.append("stamp matches")
+        return
+    before = {p.name for p in wheels.iterdir()}
+    _run(cmd, _logs(state_dir) / f"pip-{group}.log", env=_pip_env(), timeout=3600)
+    after = list(wheels.iterdir())
+    size = sum(p.stat().st_size for p in after)
+    added = len([p for p in after if p.name not in before])
+    notes.append(f"{added} new files, folder {len(after)} files {size / 1e9:.2f} GB")
+    stamp.write_text(digest + "\n")
+
+
+# --------------------------------------------------------------------------- pypiserver
+
+
+def _pypi_answers(pypi_url: str) -> bool:
+    return _http_status(pypi_url.rstrip("/") + "/") == 200
+
+
+def _ensure_pypiserver(state_dir: Path, info: SandboxInfo, log: Log, notes: list[str]) -> None:
+    if _pypi_answers(info.pypi_url):
+        notes.append("answers")
+        return
+    probe = subprocess.run([sys.executable, "-c", "import pypiserver"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        log("sandbox: pip install pypiserver")
+        _run(
+            [sys.executable, "-m", "pip", "install", "pypiserver"],
+            _logs(state_dir) / "pip-pypiserver.log",
+            timeout=600,
+        )
+    pid = _running(state_dir, "pypiserver", "pypiserver")
+    if pid is None:
+        port = info.pypi_url.split(":")[-1].split("/")[0]
+        cmd = [sys.executable, "-m", "pypiserver", "run", "-i", HOST, "-p", port]
+        cmd += ["-a", ".", "-P", ".", "--disable-fallback", str(state_dir / "wheels")]
+        pid = _spawn(state_dir, "pypiserver", cmd)
+        notes.append(f"started pid {pid}")
+    _wait_until(
+        lambda: _pypi_answers(info.pypi_url),
+        what="pypiserver",
+        pid=pid,
+        marker="pypiserver",
+        log_path=_logs(state_dir) / "pypiserver.log",
+        timeout=SERVICE_TIMEOUT_S,
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _write_profile(info: SandboxInfo) -> None:
+    text = "".join(f"{key}={value}\n" for key, value in info.profile_env().items())
+    path = info.state_dir / "profile.env"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def up(state_dir: Path = DEFAULT_STATE_DIR, *, with_cuda: bool = False, log: Log = print) -> SandboxInfo:
+    """Bring the sandbox up (idempotent; seconds when everything is already there)."""
+    state_dir = Path(state_dir).resolve()
+    info = sandbox_info(state_dir)
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    with _locked(state_dir):
+        apt = _Apt(state_dir, log)
+        steps: list[tuple[str, Callable[[list[str]], None]]] = [
+            ("engine", lambda n: _ensure_engine(state_dir, apt, n)),
+            ("registry", lambda n: _ensure_registry(state_dir, info, apt, n)),
+            ("base image", lambda n: _ensure_base_image(state_dir, info, apt, n)),
+            ("wheels cpu", lambda n: _ensure_wheels(state_dir, "cpu", CPU_REQUIREMENTS, n)),
+        ]
+        if with_cuda:
+            steps.append(("wheels cuda", lambda n: _ensure_wheels(state_dir, "cuda", CUDA_REQUIREMENTS, n)))
+        steps.append(("pypiserver", lambda n: _ensure_pypiserver(state_dir, info, log, n)))
+        for name, action in steps:
+            step_start = time.monotonic()
+            with _step(log, name) as notes:
+                action(notes)
+            timings[name] = round(time.monotonic() - step_start, 2)
+        _write_profile(info)
+        timings["total"] = round(time.monotonic() - start, 2)
+        (state_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    log(f"sandbox: up in {timings['total']:.1f} s; profile in {state_dir / 'profile.env'}")
+    return info
+
+
+_SERVICES: tuple[tuple[str, str], ...] = (
+    ("pypiserver", "pypiserver"),
+    ("registry", "docker-registry"),
+    ("dockerd", "dockerd"),
+)
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR, *, purge: bool = False) -> None:
+    """Stop the processes up() started; purge=True also deletes state_dir (registry data, wheels)."""
+    state_dir = Path(state_dir).resolve()
+    if not state_dir.exists():
+        return
+    with _locked(state_dir):
+        if purge and engine_answers():
+            image = sandbox_info(state_dir).base_image
+            subprocess.run(
+                ["docker", "image", "rm", "-f", image], capture_output=True, check=False, timeout=120
+            )
+        for name, marker in _SERVICES:
+            _stop(state_dir, name, marker)
+    if purge:
+        shutil.rmtree(state_dir)
+
+
+def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
+    """What answers, what runs (pids from the state dir) and which wheel groups are fetched."""
+    state_dir = Path(state_dir).resolve()
+    info = sandbox_info(state_dir)
+    stamps = state_dir / "stamps"
+    groups = [p.name.removeprefix("wheels-") for p in sorted(stamps.glob("wheels-*"))]
+    registry_up = _registry_answers(info.registry)
+    return {
+        **{key: str(value) for key, value in asdict(info).items()},
+        "engine": engine_answers(),
+        "registry_answers": registry_up,
+        "base_image_pushed": registry_up and _registry_has_base(info),
+        "pypi_answers": _pypi_answers(info.pypi_url),
+        "wheel_groups": groups,
+        "pids": {name: _running(state_dir, name, marker) for name, marker in _SERVICES},
+    }
