@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import click
 import typer
+from rich.console import Console
 
 from builder import matrix as matrix_mod
 from builder.cell import Cell
 from builder.errors import BuilderError, ConfigError
 from builder.render import Renderer, cell_immutable_tag, floating_tags, remove_orphans, stale, write
+from builder.report import CellResult
 
 app = typer.Typer(
     add_completion=False,
@@ -690,7 +693,7 @@ def nightly(
     m = _load(matrix)
     cells = m.select(only) if only else list(m.cells)
     profile = profiles.resolve(m, mirror)
-    console = Console(stderr=True, soft_wrap=True)
+    console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
     diff, notes = "", []
     if compat:
         try:
@@ -726,6 +729,7 @@ def nightly(
         raise typer.Exit(130) from None
     run = nightly_mod.make_report(results, started, diff, notes)
     json_path, html_path = report.write_report(run, report_dir)
+    _summary_table(console, results)
     counts = {status: n for status, n in run.counts.items() if n}
     _echo(f"nightly: {len(results)} cells: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     _echo(f"report: {html_path} ({json_path})")
@@ -781,6 +785,29 @@ def sandbox_status(state_dir: StateDirOption = None) -> None:
     _echo(json.dumps(sandbox.status(state_dir or sandbox.DEFAULT_STATE_DIR), indent=2))
 
 
+def _summary_table(console: Console, results: Sequence[CellResult]) -> None:
+    """The end-of-run table: every cell that was built or failed (cached ones are only counted)."""
+    from rich.table import Table
+
+    rows = [r for r in results if r.status != "cached"]
+    if not rows:
+        return
+    table = Table(title="nightly", show_lines=False)
+    for column in ("cell", "status", "build", "smoke", "size"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.tag,
+            r.status,
+            f"{r.build_s:.0f} s" if r.build_s is not None else "",
+            f"{r.smoke_s:.1f} s" if r.smoke_s is not None else "",
+            f"{r.size_bytes / 1e9:.2f} GB" if r.size_bytes else "",
+            (r.failing_check or r.detail or "")[:80],
+        )
+    console.print(table)
+
+
 def main() -> None:
     """Run the CLI; BuilderErrors become one line per problem and their exit code."""
     try:
@@ -788,6 +815,8 @@ def main() -> None:
     except BuilderError as exc:
         for line in exc.lines:
             typer.echo(f"error: {line}", err=True)
+        for line in exc.details:
+            typer.echo(line, err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, typer.Abort):
         typer.echo("interrupted", err=True)

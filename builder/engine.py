@@ -78,8 +78,11 @@ class Engine:
         return info
 
     def has_nvidia_runtime(self) -> bool:
+        """Whether containers can be given GPUs: the nvidia runtime is registered, or (CDI / toolkit hook
+        setups, which register none) the engine is local and the host has NVIDIA device nodes."""
         runtimes = self.client.info().get("Runtimes", {}) or {}
-        return "nvidia" in runtimes
+        local = os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+        return "nvidia" in runtimes or (local and Path("/dev/nvidiactl").exists())
 
     # --- images ---------------------------------------------------------------------------------
     def pull(self, reference: str) -> str:
@@ -194,11 +197,14 @@ class Engine:
                 log.write(f"error: {error}\n")
         if error or not image_id:
             tail = lines[-LOG_TAIL_LINES:]
+            where = " ".join(current_step.split())
+            where = where if len(where) <= 100 else where[:97] + "..."
+            code = re.search(r"returned a non-zero code: \d+", error)
+            reason = f"the command {code[0]}" if code else (error or "no image produced")
+            summary = f"build failed at {where or 'the start'}: {reason}"
             raise BuildFailedError(
-                f"build failed at {current_step or 'the start'}: {error or 'no image produced'}",
-                lines=[
-                    f"build failed at {current_step or 'the start'}",
-                    f"error: {error or 'no image produced'}",
+                summary,
+                details=[
                     f"last {len(tail)} log lines (full log: {log_path}):",
                     *("  " + line for line in tail),
                 ],

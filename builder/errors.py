@@ -11,9 +11,12 @@ class BuilderError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, lines: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, lines: list[str] | None = None, details: list[str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.lines = lines or [message]
+        self.lines = lines or [message]  # one per problem, printed as `error: ...`
+        self.details = details or []  # context printed as is after them (e.g. a build log's tail)
 
 
 class ConfigError(BuilderError):

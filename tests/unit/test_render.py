@@ -635,3 +635,15 @@ def test_customization_goes_into_the_selected_cells_only(
     code, output = hadolint(sorted(tmp_path.glob("*/Dockerfile")))
     assert output.strip() == "", output
     assert code == 0
+
+
+def test_cells_sharing_os_python_and_base_render_the_same_base_stage(default_matrix: matrix.Matrix) -> None:
+    """Identical base stages hit the same layer cache, so their layers are built and stored once."""
+    renderer = Renderer(REPO / "templates")
+    stages: dict[tuple[str, str], set[str]] = {}
+    for cell in default_matrix.cells:
+        text = renderer.files(cell)["Dockerfile"].decode()
+        base = text[text.index("FROM ${BASE_REGISTRY}") : text.index("# --- slim")]
+        stages.setdefault((cell.base_image, cell.python_version), set()).add(base)
+    assert len(stages) >= 4
+    assert all(len(variants) == 1 for variants in stages.values()), {k: len(v) for k, v in stages.items()}
