@@ -1,3 +1,0 @@
-"""pytorch-cuda-images: PyTorch + CUDA container images from a version matrix."""
-
-__version__ = "0.1.0"
