@@ -25,7 +25,6 @@ class Cell:
     torchvision_version: str
     torchaudio_version: str | None
     python_version: str
-    python_source: str  # "os" | "conda"
     os_family: str
     os_version: str
     os_codename: str

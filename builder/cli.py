@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from builder import matrix as matrix_mod
+from builder import profiles
 from builder.cell import Cell
 from builder.errors import BuilderError, ConfigError
 from builder.render import Renderer, cell_immutable_tag, floating_tags, remove_orphans, stale, write
@@ -144,9 +145,7 @@ def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
     """What TAG resolves to, or why it is impossible."""
     m = _load(matrix)
     cell = m.cell(tag)
-    from builder import profiles
-
-    profile = profiles.resolve(m, None) if _profile_resolvable(m) else None
+    profile = _profile_or_none(m)
     rows: list[tuple[str, str]] = [
         ("tag", cell.tag),
         ("immutable tag", cell_immutable_tag(cell)),
@@ -208,14 +207,12 @@ def _cudnn_text(cell: Cell) -> str:
     )
 
 
-def _profile_resolvable(m: matrix_mod.Matrix) -> bool:
-    from builder import profiles
-
+def _profile_or_none(m: matrix_mod.Matrix) -> profiles.ResolvedProfile | None:
+    """The chosen mirror profile, or None when its environment is not set (explain still works)."""
     try:
-        profiles.resolve(m, None)
+        return profiles.resolve(m, None)
     except ConfigError:
-        return False
-    return True
+        return None
 
 
 def _wheel_source(cell: Cell) -> str:
@@ -243,7 +240,7 @@ def build(
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from rich.console import Console
 
-    from builder import lock, pipeline, profiles
+    from builder import lock, pipeline
     from builder.engine import Engine
 
     m = _load(matrix)
@@ -377,7 +374,7 @@ def mirror_bases_command(
     """Copy the selected cells' base images, by digest, from the profile's registry into the team's."""
     from rich.console import Console
 
-    from builder import lock, profiles
+    from builder import lock
     from builder import registry as registry_mod
     from builder.engine import Engine
 
@@ -476,7 +473,7 @@ def lock_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Check matrix.lock against the matrix (exit 1 when stale), or --update it."""
-    from builder import lock, profiles
+    from builder import lock
     from builder.engine import Engine
     from builder.errors import MirrorError
 
@@ -538,7 +535,7 @@ def compat_check_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Print what PyPI released that the compat data lacks, as a diff to review; never edits the data."""
-    from builder import compat_check, profiles
+    from builder import compat_check
 
     url = index_url or (profiles.resolve(_load(matrix), mirror).pypi if mirror else None)
     proposal = compat_check.check(url)
@@ -686,7 +683,7 @@ def nightly(
 
     from rich.console import Console
 
-    from builder import compat_check, lock, profiles, report
+    from builder import compat_check, lock, report
     from builder import nightly as nightly_mod
 
     started = dt.datetime.now(dt.UTC)

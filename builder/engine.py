@@ -235,7 +235,7 @@ class Engine:
                 name=name,
                 detach=True,
                 environment=dict(env or {}),
-                labels={CONTAINER_LABEL: "test"},
+                labels={CONTAINER_LABEL: "run"},
                 device_requests=device_requests,
                 network_mode="host" if network_host else None,
                 **kwargs,

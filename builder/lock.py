@@ -71,6 +71,11 @@ def base_digest(data: dict[str, Any], profile: str, base_ref: str) -> str | None
     return str(digest) if digest else None
 
 
+def pinned_digest(data: dict[str, Any] | None, profile: str, lock_bases: bool, base_ref: str) -> str | None:
+    """The digest a build pins its base to: the locked one, when the profile is locked at all."""
+    return base_digest(data, profile, base_ref) if data and lock_bases else None
+
+
 def updated_text(
     path: Path,
     cells: list[Cell],

@@ -293,7 +293,6 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
         torchvision_version=release.torchvision,
         torchaudio_version=release.torchaudio,
         python_version=os_release.python,
-        python_source="os",
         os_family=os_release.family,
         os_version=os_release.version,
         os_codename=os_release.codename,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from rich.table import Table
 from builder import lock, pipeline, registry, report
 from builder.cell import Cell
 from builder.engine import Engine
-from builder.errors import BuilderError, MirrorError, RegistryError
+from builder.errors import BuilderError, RegistryError
 from builder.profiles import ResolvedProfile
 from builder.render import Renderer, cell_immutable_tag, floating_tags
 
@@ -71,11 +72,7 @@ def plan(
     for cell in cells:
         base_ref = profile.base_image(cell)
         if base_ref not in digests:
-            locked = (
-                lock.base_digest(lock_data, profile.name, base_ref)
-                if lock_data and profile.lock_bases
-                else None
-            )
+            locked = lock.pinned_digest(lock_data, profile.name, profile.lock_bases, base_ref)
             digests[base_ref] = locked or resolve_digest(base_ref)
         digest = digests[base_ref]
         if digest is None:
@@ -204,8 +201,6 @@ class BuildRunner:
         smoke_path = folder / "smoke-result.json"
         facts: dict[str, Any] = {}
         if status in ("passed", "failed") and smoke_path.exists():
-            import json
-
             facts = report.smoke_facts(json.loads(smoke_path.read_text()))
         size = None
         reference = pipeline.local_references(cell)[1]
@@ -257,7 +252,7 @@ def run(
             detail = f"same content hash {where}"
             try:
                 moved = sync_floating(planned.cell) if sync_floating is not None else []
-            except (BuilderError, MirrorError, OSError) as exc:
+            except (BuilderError, OSError) as exc:
                 results[tag] = report.CellResult.for_tag(tag, "failed", detail=f"{detail}; {exc}")
                 continue
             if moved:
@@ -341,7 +336,7 @@ def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
         reference = target.reference(cell_immutable_tag(cell))
         try:
             return registry.remote_content_hash(http, reference)
-        except (BuilderError, MirrorError, OSError):
+        except (BuilderError, OSError):
             return None
 
     return remote

@@ -101,7 +101,7 @@ def build_cell(
     problems = profiles.unreachable(profile, cell)
     if problems:
         raise MirrorError(problems[0], lines=problems)
-    locked = lock.base_digest(lock_data, profile.name, base_ref) if lock_data and profile.lock_bases else None
+    locked = lock.pinned_digest(lock_data, profile.name, profile.lock_bases, base_ref)
     pinned = f"{base_ref}@{locked}" if locked else base_ref
     console.print(f"[bold]{cell.tag}[/]: pulling base {pinned} (profile {profile.name})")
     base_digest = engine.pull(pinned)
