@@ -213,7 +213,7 @@ def arch_covered(capability: tuple[int, int], arch_list: Sequence[str]) -> str |
 
 
 def missing_archs(expected: Sequence[str], arch_list: Sequence[str]) -> list[str]:
-    """Entries of the cell's gpu_archs that torch.cuda.get_arch_list() lacks."""
+    """Entries of the cell's gpu_archs that the compiled arch list lacks."""
     return [a for a in expected if a not in arch_list]
 
 
@@ -412,11 +412,25 @@ def check_nccl(ctx: Context) -> Outcome:
     return PASS, f"NCCL {shown} ({path})"
 
 
+def compiled_arch_list(torch: Any) -> list[str]:
+    """Architectures the torch wheel was compiled for, with or without a visible GPU.
+
+    Up to torch 2.12, torch.cuda.get_arch_list() returns [] when no GPU is visible
+    (pytorch/pytorch#169414); torch._C._cuda_getArchFlags() has given the compiled list
+    without a GPU since torch 1.6, so it is asked first.
+    """
+    arch_flags = getattr(torch._C, "_cuda_getArchFlags", None)
+    flags = arch_flags() if callable(arch_flags) else None
+    if flags:
+        return str(flags).split()
+    return list(torch.cuda.get_arch_list())
+
+
 def check_arch_list(ctx: Context) -> Outcome:
-    """torch.cuda.get_arch_list() covers every entry of the cell's gpu_archs."""
+    """The wheel's compiled arch list covers every entry of the cell's gpu_archs."""
     if not ctx.is_cuda:
         return SKIPPED, "cpu cell"
-    arch_list = list(_import("torch").cuda.get_arch_list())
+    arch_list = compiled_arch_list(_import("torch"))
     missing = missing_archs(ctx.cell.gpu_archs, arch_list)
     if missing:
         return FAIL, f"missing {' '.join(missing)} in arch list [{' '.join(arch_list)}]"
@@ -484,7 +498,7 @@ def check_driver(ctx: Context) -> Outcome:
 def check_gpu_devices(ctx: Context) -> Outcome:
     """Device count, names and capabilities; each capability is covered by the arch list."""
     torch = _import("torch")
-    arch_list = list(torch.cuda.get_arch_list())
+    arch_list = compiled_arch_list(torch)
     seen: list[str] = []
     uncovered: list[str] = []
     for i in range(torch.cuda.device_count()):

@@ -96,6 +96,35 @@ def test_missing_archs() -> None:
     assert smoke.missing_archs(["sm_80", "sm_89"], listed) == ["sm_89"]
 
 
+def _torch_without_gpu(arch_flags: str | None, get_arch_list: list[str]) -> Any:
+    """A torch stand-in with what the arch checks read: the compiled flags and get_arch_list()."""
+    from types import SimpleNamespace
+
+    c_module = (
+        SimpleNamespace() if arch_flags is None else SimpleNamespace(_cuda_getArchFlags=lambda: arch_flags)
+    )
+    return SimpleNamespace(_C=c_module, cuda=SimpleNamespace(get_arch_list=lambda: list(get_arch_list)))
+
+
+def test_compiled_arch_list_without_a_gpu_up_to_torch_2_12() -> None:
+    """torch <= 2.12 returns [] from get_arch_list() without a GPU; the compiled flags still tell."""
+    old_torch = _torch_without_gpu("sm_75 sm_80 sm_86 sm_90 sm_100 sm_120", [])
+    assert smoke.compiled_arch_list(old_torch) == ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+    new_torch = _torch_without_gpu(None, ["sm_75", "sm_80"])
+    assert smoke.compiled_arch_list(new_torch) == ["sm_75", "sm_80"]
+
+
+def test_arch_list_check_passes_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = smoke.parse_cell(
+        {**_cpu_cell(), "cuda": "12.8", "cudnn_major": 9, "gpu_archs": ["sm_80", "sm_90"]}
+    )
+    ctx = smoke.Context(cell=cell)
+    monkeypatch.setattr(smoke, "_import", lambda name: _torch_without_gpu("sm_80 sm_90 sm_100", []))
+    assert smoke.check_arch_list(ctx) == (smoke.PASS, "sm_80 sm_90 sm_100")
+    monkeypatch.setattr(smoke, "_import", lambda name: _torch_without_gpu("sm_90", []))
+    assert smoke.check_arch_list(ctx) == (smoke.FAIL, "missing sm_80 in arch list [sm_90]")
+
+
 def test_parse_driver_text() -> None:
     assert smoke.parse_driver_text("580.65.06\n580.65.06\n") == "580.65.06"
     proprietary = (
