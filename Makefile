@@ -91,7 +91,7 @@ nightly: $(PY) ## Build the matrix: skip what is built/pushed, -j JOBS, PUSH=1, 
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
 	  $(PY) -m builder nightly -j $(or $(JOBS),1) $(if $(PUSH),--push) $(if $(ONLY),--only '$(ONLY)') --report reports/nightly
 
-compat-check: $(PY) ## Diff of what PyPI released that builder/data/compat.yaml lacks (INDEX_URL=mirror)
+compat-check: $(PY) ## Diff of what PyPI released that builder/resources/compat.yaml lacks (INDEX_URL=mirror)
 	$(PY) -m builder compat check $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
 
 ci-matrix: $(PY) ## The cells as a CI job matrix (FORMAT=github|gitlab, ONLY=glob)

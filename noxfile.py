@@ -38,7 +38,7 @@ def gpu(session: nox.Session) -> None:
     """The smoke suite on this machine's GPU, directly (no Docker): needs torch with CUDA installed."""
     session.run(
         "python",
-        "builder/smoke_suite.py",
+        "builder/resources/smoke_suite.py",
         "--cell",
         session.posargs[0] if session.posargs else "cell.json",
         "--require-gpu",

@@ -20,7 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder import sandbox  # noqa: E402
+from builder.build.render import SHIPPED_TEMPLATES
+from tools import sandbox
 
 TAG = "2.13-cpu-debian12"
 NAIVE_TAG = "pytorch-cuda-images-bench:naive"
@@ -55,7 +56,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         work = Path(tmp)
         shutil.copy(REPO / "matrix.yaml", work / "matrix.yaml")
-        shutil.copytree(REPO / "templates", work / "templates")
+        shutil.copytree(SHIPPED_TEMPLATES, work / "templates")
         build = [sys.executable, "-m", "builder", "build", TAG, "--out", str(work / "images")]
 
         cold = timed([*build, "--no-cache"], cwd=work, env=env)

@@ -45,10 +45,25 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from builder import lock, matrix, nightly, pipeline, profiles, registry, sandbox  # noqa: E402
-from builder.engine import Engine  # noqa: E402
-from builder.render import Renderer, cell_immutable_tag, floating_tags  # noqa: E402
-from tests.integration.loopback_registry import LoopbackRegistry  # noqa: E402
+from builder.build import (
+    lock,
+    pipeline,
+)
+from builder.build.engine import Engine
+from builder.build.render import (
+    SHIPPED_TEMPLATES,
+    Renderer,
+    cell_immutable_tag,
+    floating_tags,
+)
+from builder.model import (
+    matrix,
+    profiles,
+)
+from builder.operate import nightly
+from builder.publish import push as registry
+from tests.integration.loopback_registry import LoopbackRegistry
+from tools import sandbox
 
 TARGET_SECONDS = 5.0
 TARGET_CELLS = 40
@@ -196,7 +211,7 @@ def main() -> int:
     try:
         # --- the temporary project: lock_bases on, a lock with a digest for every base ---------------------
         shutil.copy(REPO / "matrix.yaml", work / "matrix.yaml")
-        shutil.copytree(REPO / "templates", work / "templates")
+        shutil.copytree(SHIPPED_TEMPLATES, work / "templates")
         spec = yaml.safe_load((work / "matrix.yaml").read_text())
         spec["mirrors"]["profiles"]["local"]["lock_bases"] = True
         (work / "matrix.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

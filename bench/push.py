@@ -25,12 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rich.console import Console  # noqa: E402
+from rich.console import Console
 
-from builder import matrix, registry  # noqa: E402
-from builder.engine import Engine  # noqa: E402
-from builder.render import cell_immutable_tag  # noqa: E402
-from tests.integration.loopback_registry import LoopbackRegistry  # noqa: E402
+from builder.build.engine import Engine
+from builder.build.render import cell_immutable_tag
+from builder.model import matrix
+from builder.publish import push as registry
+from tests.integration.loopback_registry import LoopbackRegistry
 
 TARGET_NOOP_SECONDS = 1.0
 PINNED = "pci-bench-push:cpu"

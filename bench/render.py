@@ -22,8 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from builder import compat, matrix  # noqa: E402
-from builder.render import Renderer, write  # noqa: E402
+from builder.build.render import Renderer, templates_for, write
+from builder.model import (
+    compat,
+    matrix,
+)
 
 TARGET_SECONDS = 1.0
 TARGET_CELLS = 40
@@ -33,7 +36,7 @@ def render_all(matrix_path: Path, out: Path) -> tuple[int, int]:
     """One cold run: load and expand the matrix, render and write every cell. Returns (cells, files)."""
     compat.load.cache_clear()
     m = matrix.load(matrix_path)
-    renderer = Renderer(matrix_path.resolve().parent / "templates")
+    renderer = Renderer(templates_for(matrix_path))
     files = 0
     for cell in m.cells:
         rendered = renderer.files(cell)

@@ -4,7 +4,7 @@
 
 Prints each check's duration and the suite's total against the goal (under 60 s, so it can gate every
 nightly cell). On a GPU machine without Docker run the suite directly instead:
-    python builder/smoke_suite.py --cell images/<tag>/cell.json --require-gpu --json
+    python builder/resources/smoke_suite.py --cell images/<tag>/cell.json --require-gpu --json
 """
 
 from __future__ import annotations

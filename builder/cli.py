@@ -17,12 +17,20 @@ import click
 import typer
 from rich.console import Console
 
-from builder import matrix as matrix_mod
-from builder import profiles
-from builder.cell import Cell
+from builder.build.render import (
+    Renderer,
+    cell_immutable_tag,
+    floating_tags,
+    remove_orphans,
+    stale,
+    templates_for,
+    write,
+)
 from builder.errors import BuilderError, ConfigError
-from builder.render import Renderer, cell_immutable_tag, floating_tags, remove_orphans, stale, write
-from builder.report import CellResult
+from builder.model import matrix as matrix_mod
+from builder.model import profiles
+from builder.model.cell import Cell
+from builder.operate.report import CellResult
 
 app = typer.Typer(
     add_completion=False,
@@ -44,7 +52,7 @@ def _load(path: Path) -> matrix_mod.Matrix:
 
 
 def _renderer(m: matrix_mod.Matrix) -> Renderer:
-    return Renderer(m.path.resolve().parent / "templates")
+    return Renderer(templates_for(m.path))
 
 
 def _echo(line: str = "") -> None:
@@ -240,8 +248,8 @@ def build(
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from rich.console import Console
 
-    from builder import lock, pipeline
-    from builder.engine import Engine
+    from builder.build import lock, pipeline
+    from builder.build.engine import Engine
 
     m = _load(matrix)
     cell = m.cell(tag)
@@ -291,8 +299,8 @@ def _push_cells(
 ) -> None:
     from rich.console import Console
 
-    from builder import registry as registry_mod
-    from builder.engine import Engine
+    from builder.build.engine import Engine
+    from builder.publish import push as registry_mod
 
     target = registry_mod.resolve_target(m.spec.registry.target, registry)
     creds = registry_mod.lookup_credentials(target.host)
@@ -374,9 +382,9 @@ def mirror_bases_command(
     """Copy the selected cells' base images, by digest, from the profile's registry into the team's."""
     from rich.console import Console
 
-    from builder import lock
-    from builder import registry as registry_mod
-    from builder.engine import Engine
+    from builder.build import lock
+    from builder.build.engine import Engine
+    from builder.publish import push as registry_mod
 
     m = _load(matrix)
     if record_profile is not None and record_profile not in m.spec.mirrors.profiles:
@@ -424,15 +432,15 @@ def smoke_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Run the in-image smoke suite against a built image (exit 1 when a check fails)."""
-    from builder import pipeline, smoke
-    from builder.engine import Engine
-    from builder.tags import TAG_RE
+    from builder.build import gate, pipeline
+    from builder.build.engine import Engine
+    from builder.model.tags import TAG_RE
 
     image = target
     if TAG_RE.match(target):
         image = pipeline.local_references(_load(matrix).cell(target))[0]
     engine = Engine.connect()
-    report = smoke.run(
+    report = gate.run(
         engine, image, require_gpu=require_gpu, gpus=engine.has_nvidia_runtime(), timeout=timeout
     )
     if as_json:
@@ -440,7 +448,7 @@ def smoke_command(
     else:
         for line in report.table():
             _echo(line)
-    smoke.gate(report)
+    gate.gate(report)
     _echo(f"{image}: smoke tests passed in {report.seconds:.1f} s")
 
 
@@ -450,10 +458,10 @@ def doctor(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Host-side checks alone: engine, GPU runtime, driver vs the cell's minimum (exit 1 on a failure)."""
-    from builder import smoke
+    from builder.build import gate
 
     cell = _load(matrix).cell(tag) if tag else None
-    checks = smoke.doctor(cell)
+    checks = gate.doctor(cell)
     width = max(len(c.name) for c in checks)
     for check in checks:
         _echo(f"{check.name.ljust(width)}  {check.status.ljust(7)}  {check.detail}")
@@ -473,8 +481,8 @@ def lock_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Check matrix.lock against the matrix (exit 1 when stale), or --update it."""
-    from builder import lock
-    from builder.engine import Engine
+    from builder.build import lock
+    from builder.build.engine import Engine
     from builder.errors import MirrorError
 
     m = _load(matrix)
@@ -517,7 +525,7 @@ def lock_command(
 # --- nightly pieces: compat check, CI job matrix, run reports (builder/compat_check.py, ci_matrix.py,
 # report.py) ----------------------------------------------------------------------------------------
 
-compat_app = typer.Typer(no_args_is_help=True, help="The compatibility data (builder/data/compat.yaml).")
+compat_app = typer.Typer(no_args_is_help=True, help="The compatibility data (builder/resources/compat.yaml).")
 app.add_typer(compat_app, name="compat")
 report_app = typer.Typer(no_args_is_help=True, help="Run reports: per-cell results, a JSON and an HTML page.")
 app.add_typer(report_app, name="report")
@@ -535,7 +543,7 @@ def compat_check_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Print what PyPI released that the compat data lacks, as a diff to review; never edits the data."""
-    from builder import compat_check
+    from tools import update_compat as compat_check
 
     url = index_url or (profiles.resolve(_load(matrix), mirror).pypi if mirror else None)
     proposal = compat_check.check(url)
@@ -568,7 +576,7 @@ def ci_matrix_command(
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """The cells as a CI job matrix, one cell per job: GitHub `fromJSON` include list or GitLab child YAML."""
-    from builder import ci_matrix
+    from builder.operate import ci_matrix
 
     if fmt not in ("github", "gitlab"):
         raise ConfigError(f"--format {fmt!r}: allowed: github, gitlab")
@@ -600,8 +608,8 @@ def report_cell_command(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("reports/cells"),
 ) -> None:
     """Record one cell's result (its smoke-result.json read for the failing check) as OUT/<tag>.json."""
-    from builder import report
-    from builder.tags import parse_tag
+    from builder.model.tags import parse_tag
+    from builder.operate import report
 
     tag = parse_tag(tag).tag
     smoke_file = images / tag / "smoke-result.json"
@@ -631,8 +639,8 @@ def report_render_command(
     """Turn cell results into OUT/report.json and OUT/index.html (build logs copied into OUT/logs/)."""
     import datetime as dt
 
-    from builder import report
     from builder.errors import MirrorError
+    from builder.operate import report
 
     cells = report.load_results(results)
     now = dt.datetime.now(dt.UTC)
@@ -643,7 +651,7 @@ def report_render_command(
             begin = dt.datetime.fromtimestamp(min(p.stat().st_mtime for p in files), dt.UTC)
     diff, notes = "", []
     if compat:
-        from builder import compat_check
+        from tools import update_compat as compat_check
 
         try:
             proposal = compat_check.check(index_url)
@@ -683,8 +691,10 @@ def nightly(
 
     from rich.console import Console
 
-    from builder import compat_check, lock, report
-    from builder import nightly as nightly_mod
+    from builder.build import lock
+    from builder.operate import nightly as nightly_mod
+    from builder.operate import report
+    from tools import update_compat as compat_check
 
     started = dt.datetime.now(dt.UTC)
     m = _load(matrix)
@@ -754,7 +764,7 @@ def sandbox_up(
     state_dir: StateDirOption = None,
 ) -> None:
     """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
-    from builder import sandbox
+    from tools import sandbox
 
     info = sandbox.up(
         state_dir or sandbox.DEFAULT_STATE_DIR, with_cuda=cuda, log=lambda m: typer.echo(m, err=True)
@@ -769,7 +779,7 @@ def sandbox_down(
     state_dir: StateDirOption = None,
 ) -> None:
     """Stop the sandbox's processes."""
-    from builder import sandbox
+    from tools import sandbox
 
     sandbox.down(state_dir or sandbox.DEFAULT_STATE_DIR, purge=purge)
 
@@ -777,7 +787,7 @@ def sandbox_down(
 @sandbox_app.command("status")
 def sandbox_status(state_dir: StateDirOption = None) -> None:
     """What answers, as JSON."""
-    from builder import sandbox
+    from tools import sandbox
 
     _echo(json.dumps(sandbox.status(state_dir or sandbox.DEFAULT_STATE_DIR), indent=2))
 

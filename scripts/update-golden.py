@@ -17,6 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from builder.build.render import SHIPPED_TEMPLATES
+
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
 TAGS_FILE = GOLDEN / "tags.txt"
@@ -34,11 +36,11 @@ def golden_tags() -> list[str]:
 
 def render_golden() -> dict[str, dict[str, bytes]]:
     """tag -> {name: bytes} for every golden tag, rendered from the default matrix and templates/."""
-    from builder import matrix
-    from builder.render import Renderer
+    from builder.build.render import Renderer
+    from builder.model import matrix
 
     m = matrix.load(REPO / "matrix.yaml")
-    renderer = Renderer(REPO / "templates")
+    renderer = Renderer(SHIPPED_TEMPLATES)
     out: dict[str, dict[str, bytes]] = {}
     for tag in golden_tags():
         files = renderer.files(m.cell(tag))

@@ -17,7 +17,7 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def default_matrix():  # type: ignore[no-untyped-def]
-    from builder import matrix
+    from builder.model import matrix
 
     return matrix.load(REPO / "matrix.yaml")
 

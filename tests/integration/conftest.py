@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import sandbox
+from builder.build.render import SHIPPED_TEMPLATES
 from builder.errors import SandboxError
 from tests.conftest import REPO, in_ci
+from tools import sandbox
 
 
 @dataclass
@@ -73,8 +74,8 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
 
     Their layers stay as build cache, so repeated CI runs on one machine reuse them and disk use stays flat.
     """
-    from builder.engine import Engine
-    from builder.pipeline import LOCAL_REPOSITORY
+    from builder.build.engine import Engine
+    from builder.build.pipeline import LOCAL_REPOSITORY
 
     engine = Engine.connect()
     dangling_before = {image.id for image in engine.client.images.list(filters={"dangling": True})}
@@ -92,5 +93,5 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
 def project_copy(tmp_path: Path) -> Path:
     """A copy of matrix.yaml and templates/ that a test may edit."""
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
-    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copytree(SHIPPED_TEMPLATES, tmp_path / "templates")
     return tmp_path

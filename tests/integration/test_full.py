@@ -26,12 +26,13 @@ import requests
 import yaml
 from rich.console import Console
 
-from builder import matrix, pipeline, profiles, smoke
-from builder.engine import Engine
-from builder.render import Renderer
-from builder.sandbox import SandboxInfo
+from builder.build import gate, pipeline
+from builder.build.engine import Engine
+from builder.build.render import SHIPPED_TEMPLATES, Renderer
+from builder.model import matrix, profiles
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
+from tools.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def sandbox_environment(sandbox_info: SandboxInfo) -> Iterator[None]:
 
 def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> FullImage:
     """The CPU full image from the repository's templates, with the sandbox as the cell's wheel index."""
-    shutil.copytree(REPO / "templates", workdir / "templates")
+    shutil.copytree(SHIPPED_TEMPLATES, workdir / "templates")
     spec = yaml.safe_load((REPO / "matrix.yaml").read_text())
     override = {"select": CPU_TAG, "wheel_index": sandbox_info.pypi_url}
     spec["overrides"] = [*spec.get("overrides", []), override]
@@ -116,7 +117,7 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
             console=Console(stderr=True),
             run_smoke=False,
         )
-    report = smoke.run(engine, built.image_id)
+    report = gate.run(engine, built.image_id)
     failed = {c["name"] for c in report.failures()}
     assert failed <= {"torchvision"}, report.table()
     print(f"{CPU_TAG}: {built.size_bytes / 1e9:.2f} GB, built in {built.build_seconds:.0f} s")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from builder.build.render import SHIPPED_TEMPLATES
 from tests.conftest import REPO, in_ci
 from tests.integration.conftest import Cli
 from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
@@ -306,8 +307,10 @@ def test_jobs_2_runs_two_builds_at_once(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Two plannable cells (Debian 12 base, never built here) whose builds are a 3 s stand-in command."""
-    from builder import lock, matrix, nightly, profiles
-    from builder.render import Renderer
+    from builder.build import lock
+    from builder.build.render import Renderer
+    from builder.model import matrix, profiles
+    from builder.operate import nightly
 
     for name, value in local_env.items():
         if name.startswith(("SANDBOX_", "DOCKER_")):
@@ -330,7 +333,7 @@ def test_jobs_2_runs_two_builds_at_once(
         started = time.monotonic()
         results = nightly.run(
             cells,
-            renderer=Renderer(REPO / "templates"),
+            renderer=Renderer(SHIPPED_TEMPLATES),
             profile=profiles.resolve(m, "local"),
             lock_data=lock.read(lock.lock_path(m.path)),
             options=nightly.NightlyOptions(jobs=jobs, out=tmp_path / f"images-{jobs}", matrix_path=m.path),

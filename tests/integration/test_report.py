@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from builder import report
-from builder.report import STATUSES, CellResult, RunReport
+from builder.operate import report
+from builder.operate.report import STATUSES, CellResult, RunReport
 from tests.conftest import in_ci
 
 pytestmark = pytest.mark.integration

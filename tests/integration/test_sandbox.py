@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import sandbox
-from builder.sandbox import SandboxError, SandboxInfo
+from tools import sandbox
+from tools.sandbox import SandboxError, SandboxInfo
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import sandbox
 from tests.conftest import REPO, in_ci
+from tools import sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SUITE = REPO / "builder" / "smoke_suite.py"
+SUITE = REPO / "builder" / "resources" / "smoke_suite.py"
 VENVS = sandbox.DEFAULT_STATE_DIR / "torch-venvs"
 PYPI = "https://pypi.org/simple"
 

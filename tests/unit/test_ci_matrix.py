@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from builder import ci_matrix
 from builder.errors import ConfigError
+from builder.operate import ci_matrix
 from tests.conftest import REPO, in_ci
 from tests.unit.test_cli import cli
 

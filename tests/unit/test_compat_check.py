@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import compat_check as cc
-from builder.compat import CompatData
 from builder.errors import MirrorError
+from builder.model.compat import CompatData
 from tests.conftest import REPO
+from tools import update_compat as cc
 
 FIXTURES = REPO / "tests" / "fixtures" / "pypi"
 DATA_TEXT = (FIXTURES / "compat.yaml").read_text()
@@ -210,7 +210,7 @@ def test_proposed_data_is_valid_and_complete(proposal: cc.Proposal) -> None:
 
 def test_diff_keeps_comments_and_flags_what_needs_a_human(proposal: cc.Proposal) -> None:
     diff = proposal.diff
-    assert diff.startswith("--- a/builder/data/compat.yaml\n+++ b/builder/data/compat.yaml\n")
+    assert diff.startswith("--- a/builder/resources/compat.yaml\n+++ b/builder/resources/compat.yaml\n")
     assert '+    cudnn: "9.27.0"              # nvidia-cudnn-cu13==9.27.0.12\n' in diff
     assert '+    pypi_cuda: "13.4"            # cuda-toolkit[...]==13.4.1\n' in diff
     assert '+    torchvision: "0.30.0"        # Requires-Dist: torch==2.16.0\n' in diff
@@ -222,7 +222,7 @@ def test_diff_keeps_comments_and_flags_what_needs_a_human(proposal: cc.Proposal)
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_diff_applies_with_git_apply(proposal: cc.Proposal, tmp_path: Path) -> None:
-    target = tmp_path / "builder" / "data" / "compat.yaml"
+    target = tmp_path / "builder" / "resources" / "compat.yaml"
     target.parent.mkdir(parents=True)
     target.write_text(DATA_TEXT)
     (tmp_path / "change.diff").write_text(proposal.diff)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from builder import matrix
-from builder.smoke import driver_check
+from builder.build.gate import driver_check
+from builder.model import matrix
 
 
 def test_too_old_driver_is_reported_with_both_versions(default_matrix: matrix.Matrix) -> None:

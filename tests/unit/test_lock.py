@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder import lock, matrix
+from builder.build import lock
+from builder.model import matrix
 from tests.conftest import REPO
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import matrix
 from builder.errors import ConfigError, ImpossibleCellError
+from builder.model import matrix
 from tests.conftest import REPO
 
 DEFAULT = yaml.safe_load((REPO / "matrix.yaml").read_text())

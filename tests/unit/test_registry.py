@@ -12,10 +12,10 @@ from typing import ClassVar
 
 import pytest
 
-from builder import registry
-from builder.engine import _auth_secrets
+from builder.build.engine import _auth_secrets
 from builder.errors import ConfigError, RegistryError
-from builder.registry import Credentials, RetryPolicy, Target
+from builder.publish import push as registry
+from builder.publish.push import Credentials, RetryPolicy, Target
 
 
 @pytest.mark.parametrize(

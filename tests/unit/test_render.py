@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import matrix
-from builder.cell import Cell
+from builder.build.render import SHIPPED_TEMPLATES, Renderer, content_hash, write
 from builder.errors import ConfigError
-from builder.render import Renderer, content_hash, write
+from builder.model import matrix
+from builder.model.cell import Cell
 from tests.conftest import REPO, in_ci
 
 GOLDEN = REPO / "tests" / "golden"
@@ -38,7 +38,7 @@ GOLDEN_TAGS = golden_tags()
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(REPO / "templates")
+    return Renderer(SHIPPED_TEMPLATES)
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +295,8 @@ def test_cell_json_agrees_with_the_cell(
 
 
 def test_context_files(rendered: dict[str, dict[str, bytes]]) -> None:
-    smoke = (REPO / "builder" / "smoke_suite.py").read_bytes()
-    entrypoint = (REPO / "templates" / "entrypoint.sh").read_bytes()
+    smoke = (REPO / "builder" / "resources" / "smoke_suite.py").read_bytes()
+    entrypoint = (SHIPPED_TEMPLATES / "entrypoint.sh").read_bytes()
     for tag, files in rendered.items():
         assert files["smoke.py"] == smoke
         assert files["certs/extra-ca.crt"] == b""
@@ -317,8 +317,8 @@ def digests(rendered: Mapping[str, Mapping[str, bytes]]) -> dict[str, str]:
 
 
 def test_two_renderers_give_identical_bytes(default_matrix: matrix.Matrix) -> None:
-    first = Renderer(REPO / "templates")
-    second = Renderer(REPO / "templates")
+    first = Renderer(SHIPPED_TEMPLATES)
+    second = Renderer(SHIPPED_TEMPLATES)
     for cell in default_matrix.cells:
         assert first.files(cell) == second.files(cell), cell.tag
 
@@ -333,11 +333,12 @@ def test_rendered_files_name_no_machine_path(rendered: dict[str, dict[str, bytes
 CHILD = """
 import hashlib, json, sys
 from pathlib import Path
-from builder import matrix
-from builder.render import Renderer
+from builder.model import matrix
+from builder.build.render import Renderer
+from builder.build.render import SHIPPED_TEMPLATES
 repo = Path(sys.argv[1])
 m = matrix.load(repo / "matrix.yaml")
-r = Renderer(repo / "templates")
+r = Renderer(SHIPPED_TEMPLATES)
 out = {}
 for cell in m.cells:
     for name, content in sorted(r.files(cell).items()):
@@ -485,7 +486,7 @@ def test_content_hash(default_matrix: matrix.Matrix, renderer: Renderer) -> None
     # not otherwise: same inputs, another order, another renderer, copies of the dicts
     assert content_hash(dict(reversed(list(files.items()))), dict(reversed(list(args.items())))) == base
     assert (
-        content_hash(Renderer(REPO / "templates").files(default_matrix.cell("2.13-cpu-debian12")), args)
+        content_hash(Renderer(SHIPPED_TEMPLATES).files(default_matrix.cell("2.13-cpu-debian12")), args)
         == base
     )
     assert content_hash(files) == content_hash(files, {}) == content_hash(files, None)
@@ -513,7 +514,7 @@ def test_content_hash(default_matrix: matrix.Matrix, renderer: Renderer) -> None
 @pytest.fixture
 def templates(tmp_path: Path) -> Path:
     copy = tmp_path / "templates"
-    shutil.copytree(REPO / "templates", copy)
+    shutil.copytree(SHIPPED_TEMPLATES, copy)
     return copy
 
 
@@ -639,7 +640,7 @@ def test_customization_goes_into_the_selected_cells_only(
 
 def test_cells_sharing_os_python_and_base_render_the_same_base_stage(default_matrix: matrix.Matrix) -> None:
     """Identical base stages hit the same layer cache, so their layers are built and stored once."""
-    renderer = Renderer(REPO / "templates")
+    renderer = Renderer(SHIPPED_TEMPLATES)
     stages: dict[tuple[str, str], set[str]] = {}
     for cell in default_matrix.cells:
         text = renderer.files(cell)["Dockerfile"].decode()

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from builder import report
 from builder.errors import ConfigError
-from builder.report import CellResult, RunReport
+from builder.operate import report
+from builder.operate.report import CellResult, RunReport
 from tests.unit.test_cli import cli
 
 START = dt.datetime(2026, 11, 25, 2, 17, tzinfo=dt.UTC)
 DIFF = """\
---- a/builder/data/compat.yaml
-+++ b/builder/data/compat.yaml
+--- a/builder/resources/compat.yaml
++++ b/builder/resources/compat.yaml
 @@ -1,3 +1,3 @@
    "2.15":
 -    version: "2.15.0"

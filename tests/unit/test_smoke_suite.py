@@ -1,4 +1,4 @@
-"""Tests for builder/smoke_suite.py: pure helpers in-process, the suite as a subprocess."""
+"""Tests for builder/resources/smoke_suite.py: pure helpers in-process, the suite as a subprocess."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-SUITE = Path(__file__).resolve().parents[2] / "builder" / "smoke_suite.py"
+SUITE = Path(__file__).resolve().parents[2] / "builder" / "resources" / "smoke_suite.py"
 
 
 def _load_suite() -> ModuleType:

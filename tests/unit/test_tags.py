@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builder.errors import ConfigError
-from builder.tags import CellKey, format_tag, immutable_tag, parse_tag
+from builder.model.tags import CellKey, format_tag, immutable_tag, parse_tag
 
 minor = st.builds(lambda a, b: f"{a}.{b}", st.integers(0, 99), st.integers(0, 99))
 accelerator = st.one_of(st.just("cpu"), minor.map(lambda v: f"cuda{v}"))

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import testinfra
 
-from builder import matrix
-from builder.cell import Cell
-from builder.pipeline import local_references
+from builder.build.pipeline import local_references
+from builder.model import matrix
+from builder.model.cell import Cell
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
 

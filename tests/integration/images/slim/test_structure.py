@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from builder import profiles
-from builder.render import cell_immutable_tag
+from builder.build.render import cell_immutable_tag
+from builder.model import profiles
 from tests.integration.conftest import Cli
 from tests.integration.images.conftest import CANARY_PASSWORD, BuiltImage, build_image, docker_history
 

@@ -13,11 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from builder import compat
-from builder.cell import Cell, Customization
 from builder.errors import ConfigError, ImpossibleCellError
-from builder.secrets import looks_secret
-from builder.tags import VARIANTS, CellKey, version_tuple
+from builder.model import compat
+from builder.model.cell import Cell, Customization
+from builder.model.secrets import looks_secret
+from builder.model.tags import VARIANTS, CellKey, version_tuple
 
 DEFAULT_MATRIX = Path("matrix.yaml")
 
@@ -158,7 +158,7 @@ class Matrix:
 
     def cell(self, tag_or_key: str | CellKey) -> Cell:
         """The cell for a tag; an impossible or absent tag raises with reasons and neighbours."""
-        from builder.tags import parse_tag
+        from builder.model.tags import parse_tag
 
         key = parse_tag(tag_or_key) if isinstance(tag_or_key, str) else tag_or_key
         for cell in self.cells:

@@ -8,7 +8,7 @@
 - `mirror_bases`: copy base images by digest into the team registry (recorded in matrix.lock).
 - `ensure_harbor_project`: Harbor's API v2.0, only for `--create-project` (kept apart from the push path).
 
-All docker-py calls go through `builder.engine.Engine`; the small HTTP client here reads manifests and
+All docker-py calls go through `builder.build.engine.Engine`; the small HTTP client here reads manifests and
 config blobs (for the content-hash label) and copies a manifest to move a floating tag without a push.
 """
 
@@ -38,15 +38,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tenacity
 from rich.console import Console
 
+from builder.build.render import LABEL_PREFIX, cell_immutable_tag, floating_tags
 from builder.errors import ConfigError, RegistryError
-from builder.render import LABEL_PREFIX, cell_immutable_tag, floating_tags
-from builder.secrets import looks_secret, redact
+from builder.model.secrets import looks_secret, redact
 
 if TYPE_CHECKING:
-    from builder.cell import Cell
-    from builder.engine import Engine
+    from builder.build.engine import Engine
+    from builder.model.cell import Cell
 
-IMAGE_NAME = "pytorch-cuda-images"  # the local repository (builder.pipeline.LOCAL_REPOSITORY)
+IMAGE_NAME = "pytorch-cuda-images"  # the local repository (builder.build.pipeline.LOCAL_REPOSITORY)
 CONTENT_HASH_LABEL = f"{LABEL_PREFIX}.content-hash"
 CERTS_D = Path("/etc/docker/certs.d")  # where dockerd looks for a registry's CA (`<host:port>/ca.crt`)
 MANIFEST_TYPES = (

@@ -25,7 +25,7 @@ import requests.exceptions
 from docker.types import DeviceRequest
 
 from builder.errors import BuildFailedError, ConfigError, EngineUnavailableError, MirrorError, RegistryError
-from builder.secrets import redact
+from builder.model.secrets import redact
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 LOG_TAIL_LINES = 30

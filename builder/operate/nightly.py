@@ -28,12 +28,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from builder import lock, pipeline, registry, report
-from builder.cell import Cell
-from builder.engine import Engine
+from builder.build import lock, pipeline
+from builder.build.engine import Engine
+from builder.build.render import Renderer, cell_immutable_tag, floating_tags
 from builder.errors import BuilderError, RegistryError
-from builder.profiles import ResolvedProfile
-from builder.render import Renderer, cell_immutable_tag, floating_tags
+from builder.model.cell import Cell
+from builder.model.profiles import ResolvedProfile
+from builder.operate import report
+from builder.publish import push as registry
 
 DEFAULT_CELL_TIMEOUT_S = 3 * 3600.0
 INTERRUPT_GRACE_S = 60.0
@@ -325,7 +327,7 @@ class NightlyInterrupted(Exception):
 
 
 def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
-    from builder import matrix as matrix_mod
+    from builder.model import matrix as matrix_mod
 
     spec = matrix_mod.parse(options.matrix_path)
     target = registry.resolve_target(spec.registry.target, options.registry_override)
@@ -345,7 +347,7 @@ def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
 def _floating_syncer(options: NightlyOptions) -> Callable[[Cell], list[str]]:
     """For a cell the registry already holds: point floating tags that lag behind (a run interrupted between
     the immutable tag and the floating ones) at the immutable tag's manifest, registry-side."""
-    from builder import matrix as matrix_mod
+    from builder.model import matrix as matrix_mod
 
     spec = matrix_mod.parse(options.matrix_path)
     target = registry.resolve_target(spec.registry.target, options.registry_override)

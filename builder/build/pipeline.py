@@ -12,12 +12,20 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from builder import lock, profiles, smoke
-from builder.cell import Cell
-from builder.engine import Engine
+from builder.build import gate, lock
+from builder.build.engine import Engine
+from builder.build.render import (
+    CA_PLACEHOLDER,
+    LABEL_PREFIX,
+    Renderer,
+    cell_immutable_tag,
+    content_hash,
+    write,
+)
 from builder.errors import MirrorError
-from builder.profiles import ResolvedProfile
-from builder.render import CA_PLACEHOLDER, LABEL_PREFIX, Renderer, cell_immutable_tag, content_hash, write
+from builder.model import profiles
+from builder.model.cell import Cell
+from builder.model.profiles import ResolvedProfile
 
 LOCAL_REPOSITORY = "pytorch-cuda-images"
 SOURCE_URL = "https://github.com/pytorch-cuda-images/pytorch-cuda-images"
@@ -30,7 +38,7 @@ class BuiltCell:
     tags: list[str]
     content_hash: str
     build_seconds: float
-    smoke: smoke.SmokeReport | None
+    smoke: gate.SmokeReport | None
     size_bytes: int
 
 
@@ -89,7 +97,7 @@ def build_cell(
     console: Console,
     run_smoke: bool = True,
     require_gpu: bool = False,
-    smoke_timeout: float = smoke.DEFAULT_TIMEOUT_S,
+    smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
     lock_data: dict[str, Any] | None = None,
 ) -> BuiltCell:
@@ -150,13 +158,13 @@ def build_cell(
     if run_smoke:
         gpus = engine.has_nvidia_runtime()
         try:
-            report = smoke.run(
+            report = gate.run(
                 engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
             )
             for line in report.table():
                 console.print(f"  {line}", markup=False, highlight=False)
             (out / cell.tag / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
-            smoke.gate(report)
+            gate.gate(report)
         except BaseException:
             engine.remove_image(result.image_id)
             raise

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from builder.cell import Cell
 from builder.errors import ConfigError
-from builder.matrix import Matrix, Profile
+from builder.model.cell import Cell
+from builder.model.matrix import Matrix, Profile
 
 OFFICIAL_APT = {
     "debian": "http://deb.debian.org/debian",

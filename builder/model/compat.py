@@ -1,6 +1,6 @@
 """Compatibility facts (which PyTorch x CUDA x OS x Python combinations exist) and the rules over them.
 
-The facts live in `builder/data/compat.yaml`, each entry citing its public source; this module only
+The facts live in `builder/resources/compat.yaml`, each entry citing its public source; this module only
 loads them and answers questions. Nothing here touches the network or the engine.
 """
 
@@ -14,9 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.errors import ConfigError
-from builder.tags import CellKey, version_tuple
+from builder.model.tags import CellKey, version_tuple
 
-COMPAT_FILE = "data/compat.yaml"
+COMPAT_FILE = "compat.yaml"
 MIN_CUDA_FOR_TOOLKIT_WHEELS = (13, 0)  # cu13 toolkit wheels install one CUDA_HOME tree (nvidia/cu13)
 
 
@@ -80,13 +80,13 @@ class CompatData(_Strict):
 @cache
 def load() -> CompatData:
     """The shipped compatibility data (parsed once)."""
-    text = resources.files("builder").joinpath(COMPAT_FILE).read_text(encoding="utf-8")
+    text = resources.files("builder.resources").joinpath(COMPAT_FILE).read_text(encoding="utf-8")
     try:
         return CompatData.model_validate(yaml.safe_load(text))
     except ValidationError as exc:  # a broken data file is a bug in the package, reported plainly
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"builder/{COMPAT_FILE}: {where}: {first['msg']}") from None
+        raise ConfigError(f"builder/resources/{COMPAT_FILE}: {where}: {first['msg']}") from None
 
 
 def os_label(name: str, data: CompatData) -> str:

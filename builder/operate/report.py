@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from builder.errors import ConfigError
-from builder.tags import parse_tag, version_tuple
+from builder.model.tags import parse_tag, version_tuple
 
 Status = Literal["passed", "failed", "skipped", "cached", "timeout", "interrupted"]
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -322,7 +322,7 @@ def render_html(run: RunReport, title: str = "pytorch-cuda-images nightly") -> s
     body.append('<section id="compat"><h2>Compatibility data</h2>')
     if run.compat_diff:
         body.append(
-            "<p>PyPI has releases that <code>builder/data/compat.yaml</code> does not know yet. "
+            "<p>PyPI has releases that <code>builder/resources/compat.yaml</code> does not know yet. "
             "Review this diff and apply it with <code>git apply</code>:</p>"
         )
         body.append(_diff_html(run.compat_diff))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import jinja2
 
-from builder.cell import Cell
 from builder.errors import ConfigError
-from builder.profiles import OFFICIAL_APT
-from builder.tags import TAG_RE, immutable_tag
+from builder.model.cell import Cell
+from builder.model.profiles import OFFICIAL_APT
+from builder.model.tags import TAG_RE, immutable_tag
 
 TEMPLATE = "Dockerfile.j2"
 ENTRYPOINT = "entrypoint.sh"
@@ -89,6 +89,15 @@ def expected_values(cell: Cell) -> dict[str, object]:
     }
 
 
+SHIPPED_TEMPLATES = Path(str(resources.files("builder.resources").joinpath("templates")))
+
+
+def templates_for(matrix_path: Path) -> Path:
+    """A project's own `templates/` next to its matrix.yaml when it has one, else the shipped templates."""
+    project = matrix_path.resolve().parent / "templates"
+    return project if project.is_dir() else SHIPPED_TEMPLATES
+
+
 @dataclass
 class Renderer:
     """Renders cells with the templates in `templates_dir` (StrictUndefined: a typo is an error)."""
@@ -110,7 +119,7 @@ class Renderer:
         files = {
             "Dockerfile": self._dockerfile(cell).encode(),
             "cell.json": (json.dumps(expected_values(cell), indent=2, sort_keys=True) + "\n").encode(),
-            "smoke.py": resources.files("builder").joinpath(SMOKE_MODULE).read_bytes(),
+            "smoke.py": resources.files("builder.resources").joinpath(SMOKE_MODULE).read_bytes(),
             CA_PLACEHOLDER: b"",
             ".dockerignore": DOCKERIGNORE.encode(),
         }

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from builder.cell import Cell
 from builder.errors import ConfigError
+from builder.model.cell import Cell
 
 LOCK_NAME = "matrix.lock"
 HEADER = (

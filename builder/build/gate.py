@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from builder import smoke_suite
-from builder.cell import Cell
-from builder.engine import Engine
+from builder.build.engine import Engine
 from builder.errors import EngineUnavailableError, SmokeFailedError
+from builder.model.cell import Cell
+from builder.resources import smoke_suite
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
 DEFAULT_TIMEOUT_S = 300.0

@@ -1,4 +1,4 @@
-"""`compat check`: what PyPI released that builder/data/compat.yaml does not know yet, as a reviewable diff.
+"""`compat check`: what PyPI released that builder/resources/compat.yaml does not know yet, as a reviewable diff.
 
 The pure part takes release lists (versions, wheel files, Requires-Dist, Requires-Python) and the data
 file's text, and proposes new `torch:` entries (a new minor) or updated fields (a new patch of a known
@@ -30,10 +30,10 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
-from builder.compat import COMPAT_FILE, CompatData, TorchRelease
 from builder.errors import ConfigError, MirrorError
+from builder.model.compat import COMPAT_FILE, CompatData, TorchRelease
 
-DATA_PATH = f"builder/{COMPAT_FILE}"
+DATA_PATH = f"builder/resources/{COMPAT_FILE}"
 PYPI = "https://pypi.org"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -575,7 +575,7 @@ def parse_data(text: str, where: str = DATA_PATH) -> CompatData:
 
 
 def shipped_data_text() -> str:
-    return resources.files("builder").joinpath(COMPAT_FILE).read_text(encoding="utf-8")
+    return resources.files("builder.resources").joinpath(COMPAT_FILE).read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from builder.cell import Cell
 from builder.errors import ConfigError
+from builder.model.cell import Cell
 
 GITHUB_MAX_JOBS = 256  # GitHub's limit on jobs per matrix
 GITHUB_CPU_RUNNER = ("ubuntu-24.04",)

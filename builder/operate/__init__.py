@@ -1,0 +1,1 @@
+"""Operate: nightly runs over the matrix, their reports, CI job matrices."""

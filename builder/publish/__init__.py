@@ -1,0 +1,1 @@
+"""Publish: push gated images, mirror bases, Harbor projects."""

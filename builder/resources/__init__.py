@@ -1,0 +1,1 @@
+"""Files shipped with the tool: compatibility data, templates, the in-image smoke suite."""

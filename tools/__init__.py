@@ -1,0 +1,1 @@
+"""Developer and maintainer tools, apart from the product: the loopback sandbox, the compat refresh."""
