@@ -52,13 +52,13 @@ mirror-bases: $(PY) ## Copy base images by digest into the team registry (TO=hos
 	  $(PY) -m builder mirror-bases $(if $(ONLY),--only '$(ONLY)') $(if $(TO),--to $(TO)) $(if $(PROFILE),--profile $(PROFILE))
 
 sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, PyPI mirror (idempotent)
-	$(PY) -m builder sandbox up
+	$(PY) -m tools.sandbox up
 
 sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit)
-	$(PY) -m builder sandbox up --cuda
+	$(PY) -m tools.sandbox up --cuda
 
 sandbox-down: $(PY) ## Stop the sandbox (PURGE=1 also deletes its cache)
-	$(PY) -m builder sandbox down $(if $(PURGE),--purge)
+	$(PY) -m tools.sandbox down $(if $(PURGE),--purge)
 
 quickstart: sandbox ## From nothing: sandbox, then build, smoke-test and tag 2.13-cpu-debian12
 	$(MAKE) build TAG=2.13-cpu-debian12 MIRROR=local
@@ -70,8 +70,8 @@ test-unit: $(PY) ## Unit tests only (no engine)
 	$(PY) -m pytest tests/unit
 
 lint: $(PY) ## ruff, mypy, images/ and matrix.lock up to date (hadolint runs in the unit tests)
-	$(PY) -m ruff check builder tests bench noxfile.py
-	$(PY) -m ruff format --check builder tests bench noxfile.py
+	$(PY) -m ruff check builder tools tests bench noxfile.py
+	$(PY) -m ruff format --check builder tools tests bench noxfile.py
 	$(PY) -m mypy
 	$(PY) -m builder render --check
 	$(PY) -m builder lock
@@ -88,11 +88,13 @@ bench-all: sandbox-cuda ## Every benchmark (root, sandbox): render, build, smoke
 
 .PHONY: nightly compat-check ci-matrix bench-all
 nightly: $(PY) ## Build the matrix: skip what is built/pushed, -j JOBS, PUSH=1, ONLY=glob, report in reports/nightly
+	@mkdir -p reports/nightly; $(PY) -m tools.update_compat --json > reports/nightly/compat.json || true
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
-	  $(PY) -m builder nightly -j $(or $(JOBS),1) $(if $(PUSH),--push) $(if $(ONLY),--only '$(ONLY)') --report reports/nightly
+	  $(PY) -m builder nightly -j $(or $(JOBS),1) $(if $(PUSH),--push) $(if $(ONLY),--only '$(ONLY)') \
+	    --report reports/nightly --compat reports/nightly/compat.json
 
 compat-check: $(PY) ## Diff of what PyPI released that builder/resources/compat.yaml lacks (INDEX_URL=mirror)
-	$(PY) -m builder compat check $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
+	$(PY) -m tools.update_compat $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
 
 ci-matrix: $(PY) ## The cells as a CI job matrix (FORMAT=github|gitlab, ONLY=glob)
 	$(PY) -m builder ci-matrix --format $(or $(FORMAT),github) $(if $(ONLY),--only '$(ONLY)')

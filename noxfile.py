@@ -12,8 +12,8 @@ nox.options.default_venv_backend = "venv"
 def lint(session: nox.Session) -> None:
     """ruff, mypy, and the rendered images/ being up to date."""
     session.install("-e", ".[test,lint]")
-    session.run("ruff", "check", "builder", "tests", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "builder", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "builder", "tools", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "builder", "tools", "tests", "bench", "noxfile.py")
     session.run("mypy")
     session.run("python", "-m", "builder", "render", "--check")
     session.run("python", "-m", "builder", "lock")

@@ -11,7 +11,7 @@ Set-up (not timed), in a temporary copy of matrix.yaml and templates/:
   - every other cell is stood in by a tiny image (one small layer, a config carrying the cell's content-hash
     label, computed by builder/nightly.py `plan()` as the nightly does), uploaded through the registry API
     as the cell's immutable and floating tags.
-Timed: `python -m builder nightly --push --no-compat-check` over the whole matrix, Python start-up included.
+Timed: `python -m builder nightly --push` over the whole matrix, Python start-up included.
 Every cell must come out `cached` (the skip path is what is measured). Then layer sharing of the real cells:
 unique bytes stored (distinct blob digests across their manifests) over the sum of their image sizes.
 
@@ -269,7 +269,6 @@ def main() -> int:
         nightly_args = [
             "nightly",
             "--push",
-            "--no-compat-check",
             "--matrix",
             str(work / "matrix.yaml"),
             "--out",

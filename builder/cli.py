@@ -522,45 +522,27 @@ def lock_command(
         typer.echo(f"warning: {problem}", err=True)
 
 
-# --- nightly pieces: compat check, CI job matrix, run reports (builder/compat_check.py, ci_matrix.py,
-# report.py) ----------------------------------------------------------------------------------------
+# --- nightly pieces: CI job matrix, run reports (ci_matrix.py, report.py) -------------------------------
 
-compat_app = typer.Typer(no_args_is_help=True, help="The compatibility data (builder/resources/compat.yaml).")
-app.add_typer(compat_app, name="compat")
 report_app = typer.Typer(no_args_is_help=True, help="Run reports: per-cell results, a JSON and an HTML page.")
 app.add_typer(report_app, name="report")
+CompatOption = Annotated[
+    Path | None,
+    typer.Option("--compat", help="The JSON of `python -m tools.update_compat --json`, shown in the report."),
+]
 
 
-@compat_app.command("check")
-def compat_check_command(
-    index_url: Annotated[
-        str | None, typer.Option("--index-url", help="A PEP 691 simple index (a mirror) instead of PyPI.")
-    ] = None,
-    mirror: Annotated[str | None, typer.Option("--mirror", help="Use this mirror profile's PyPI.")] = None,
-    fail_on_drift: Annotated[
-        bool, typer.Option("--fail-on-drift", help="Exit 1 when the data lacks a release.")
-    ] = False,
-    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
-) -> None:
-    """Print what PyPI released that the compat data lacks, as a diff to review; never edits the data."""
-    from tools import update_compat as compat_check
-
-    url = index_url or (profiles.resolve(_load(matrix), mirror).pypi if mirror else None)
-    proposal = compat_check.check(url)
-    for note in proposal.notes:
-        typer.echo(f"note: {note}", err=True)
-    if proposal.current:
-        _echo("compat data is current")
-        return
-    typer.echo(proposal.diff, nl=False)
-    changed = sorted({c.minor for c in proposal.changes}, key=lambda v: tuple(map(int, v.split("."))))
-    typer.echo(
-        f"{len(proposal.changes)} changes (torch {', '.join(changed)}): review the diff, then apply it "
-        f"with `git apply` to {compat_check.DATA_PATH}",
-        err=True,
-    )
-    if fail_on_drift:
-        raise typer.Exit(1)
+def _compat_result(path: Path | None) -> tuple[str, list[str]]:
+    """The compat check's diff and notes from its JSON file (no file: nothing to show)."""
+    if path is None:
+        return "", []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return str(raw["diff"]), [str(note) for note in raw["notes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{path}: not the JSON of `python -m tools.update_compat --json` (keys: current, diff, notes)"
+        ) from None
 
 
 @app.command("ci-matrix")
@@ -632,14 +614,12 @@ def report_cell_command(
 def report_render_command(
     results: Annotated[list[Path], typer.Argument(help="Cell result files or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("reports"),
-    compat: Annotated[bool, typer.Option("--compat", help="Run `compat check` into the report.")] = False,
-    index_url: Annotated[str | None, typer.Option("--index-url", help="For --compat.")] = None,
+    compat: CompatOption = None,
     started: Annotated[str | None, typer.Option("--started", help="ISO time the run started.")] = None,
 ) -> None:
     """Turn cell results into OUT/report.json and OUT/index.html (build logs copied into OUT/logs/)."""
     import datetime as dt
 
-    from builder.errors import MirrorError
     from builder.operate import report
 
     cells = report.load_results(results)
@@ -649,15 +629,7 @@ def report_render_command(
         files = [p for r in results for p in ([r] if r.is_file() else r.rglob("*.json"))]
         if files:
             begin = dt.datetime.fromtimestamp(min(p.stat().st_mtime for p in files), dt.UTC)
-    diff, notes = "", []
-    if compat:
-        from tools import update_compat as compat_check
-
-        try:
-            proposal = compat_check.check(index_url)
-            diff, notes = proposal.diff, proposal.notes
-        except MirrorError as exc:
-            notes = [f"compat check could not run: {exc}"]
+    diff, notes = _compat_result(compat)
     run = report.RunReport(begin, now, tuple(cells), compat_diff=diff, compat_notes=tuple(notes))
     _, html_path = report.write_report(run, out, copy_logs=True)
     summary = ", ".join(f"{n} {s}" for s, n in run.counts.items() if n) or "no cells"
@@ -679,10 +651,7 @@ def nightly(
     registry: RegistryOption = None,
     cell_timeout: Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell build.")] = 3
     * 3600.0,
-    compat: Annotated[
-        bool, typer.Option("--compat-check/--no-compat-check", help="Ask PyPI for news.")
-    ] = True,
-    compat_index: Annotated[str | None, typer.Option("--compat-index", help="PEP 691 index for it.")] = None,
+    compat: CompatOption = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
@@ -694,20 +663,13 @@ def nightly(
     from builder.build import lock
     from builder.operate import nightly as nightly_mod
     from builder.operate import report
-    from tools import update_compat as compat_check
 
     started = dt.datetime.now(dt.UTC)
     m = _load(matrix)
     cells = m.select(only) if only else list(m.cells)
     profile = profiles.resolve(m, mirror)
     console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-    diff, notes = "", []
-    if compat:
-        try:
-            proposal = compat_check.check(compat_index)
-            diff, notes = proposal.diff, list(proposal.notes)
-        except (BuilderError, OSError) as exc:
-            notes = [f"compat check could not run: {exc}"]
+    diff, notes = _compat_result(compat)
     options = nightly_mod.NightlyOptions(
         jobs=jobs,
         push=push,
@@ -749,49 +711,6 @@ def nightly(
         raise typer.Exit(1)
 
 
-sandbox_app = typer.Typer(
-    help="The loopback sandbox: Docker engine, registry mirror, PyPI mirror (dev and CI)."
-)
-app.add_typer(sandbox_app, name="sandbox")
-StateDirOption = Annotated[
-    Path | None, typer.Option("--state-dir", help="Default: $SANDBOX_DIR or /var/tmp/...")
-]
-
-
-@sandbox_app.command("up")
-def sandbox_up(
-    cuda: Annotated[bool, typer.Option("--cuda", help="Also fetch the CUDA 13.0 wheels.")] = False,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
-    from tools import sandbox
-
-    info = sandbox.up(
-        state_dir or sandbox.DEFAULT_STATE_DIR, with_cuda=cuda, log=lambda m: typer.echo(m, err=True)
-    )
-    for key, value in info.profile_env().items():
-        _echo(f"{key}={value}")
-
-
-@sandbox_app.command("down")
-def sandbox_down(
-    purge: Annotated[bool, typer.Option("--purge", help="Also delete its cache and registry data.")] = False,
-    state_dir: StateDirOption = None,
-) -> None:
-    """Stop the sandbox's processes."""
-    from tools import sandbox
-
-    sandbox.down(state_dir or sandbox.DEFAULT_STATE_DIR, purge=purge)
-
-
-@sandbox_app.command("status")
-def sandbox_status(state_dir: StateDirOption = None) -> None:
-    """What answers, as JSON."""
-    from tools import sandbox
-
-    _echo(json.dumps(sandbox.status(state_dir or sandbox.DEFAULT_STATE_DIR), indent=2))
-
-
 def _summary_table(console: Console, results: Sequence[CellResult]) -> None:
     """The end-of-run table: every cell that was built or failed (cached ones are only counted)."""
     from rich.table import Table
@@ -816,9 +735,14 @@ def _summary_table(console: Console, results: Sequence[CellResult]) -> None:
 
 
 def main() -> None:
-    """Run the CLI; BuilderErrors become one line per problem and their exit code."""
+    run_cli(app)
+
+
+def run_cli(cli: typer.Typer) -> None:
+    """Run a CLI (this one, or a tool's in tools/); BuilderErrors become one line per problem and their
+    exit code."""
     try:
-        result = app(standalone_mode=False)
+        result = cli(standalone_mode=False)
     except BuilderError as exc:
         for line in exc.lines:
             typer.echo(f"error: {line}", err=True)

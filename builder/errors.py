@@ -49,7 +49,3 @@ class MirrorError(BuilderError):
 
 class RegistryError(BuilderError):
     """A push, login or digest check against the target registry failed (exit 1)."""
-
-
-class SandboxError(BuilderError):
-    """The local sandbox (engine, registry, PyPI mirror) could not be set up (exit 1)."""

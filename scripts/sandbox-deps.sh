@@ -1,5 +1,5 @@
 #!/bin/sh
-# Debian packages the local sandbox (builder/sandbox.py) needs; installs only the missing ones.
+# Debian packages the local sandbox (tools/sandbox.py) needs; installs only the missing ones.
 #   docker.io        dockerd (engine 20.10, API 1.41) when no engine runs
 #   docker-registry  plain-HTTP registry on 127.0.0.1 (the base-image mirror)
 #   debootstrap      builds the Debian 12 minbase base image (nothing comes from Docker Hub)

@@ -1,4 +1,6 @@
-"""Local loopback sandbox: Docker engine, base-image registry and PyPI mirror.
+"""Local loopback sandbox (dev and CI): Docker engine, base-image registry and PyPI mirror.
+
+    python -m tools.sandbox up [--cuda] | down [--purge] | status
 
 Nothing can be pulled from Docker Hub on dev machines and CI, so ``up()`` builds
 the pieces a build needs and serves them on 127.0.0.1 only:
@@ -31,9 +33,17 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
-from builder.errors import SandboxError
+import typer
+
+from builder.cli import run_cli
+from builder.errors import BuilderError
+
+
+class SandboxError(BuilderError):
+    """The sandbox (engine, registry, PyPI mirror) could not be set up (exit 1)."""
+
 
 DEFAULT_STATE_DIR = Path(os.environ.get("SANDBOX_DIR", "/var/tmp/pytorch-cuda-images-sandbox"))
 
@@ -689,3 +699,46 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
         "wheel_groups": groups,
         "pids": {name: _running(state_dir, name, marker) for name, marker in _SERVICES},
     }
+
+
+# --------------------------------------------------------------------------- command line
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="The loopback sandbox: Docker engine, registry mirror, PyPI mirror (dev and CI).",
+)
+StateDirOption = Annotated[
+    Path | None, typer.Option("--state-dir", help="Default: $SANDBOX_DIR or /var/tmp/...")
+]
+
+
+@app.command("up")
+def up_command(
+    cuda: Annotated[bool, typer.Option("--cuda", help="Also fetch the CUDA 13.0 wheels.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
+    info = up(state_dir or DEFAULT_STATE_DIR, with_cuda=cuda, log=lambda m: typer.echo(m, err=True))
+    for key, value in info.profile_env().items():
+        typer.echo(f"{key}={value}")
+
+
+@app.command("down")
+def down_command(
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete its cache and registry data.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop the sandbox's processes."""
+    down(state_dir or DEFAULT_STATE_DIR, purge=purge)
+
+
+@app.command("status")
+def status_command(state_dir: StateDirOption = None) -> None:
+    """What answers, as JSON."""
+    typer.echo(json.dumps(status(state_dir or DEFAULT_STATE_DIR), indent=2))
+
+
+if __name__ == "__main__":
+    run_cli(app)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml.comments import CommentedMap
 
+from builder import yaml_roundtrip
 from builder.errors import ConfigError
 from builder.model.cell import Cell
 
@@ -41,13 +43,20 @@ def cell_entry(cell: Cell) -> dict[str, Any]:
     }
 
 
-def render_lock(cells: Iterable[Cell], bases: dict[str, dict[str, str]]) -> str:
-    """The lock file's text (deterministic: sorted keys, cells in matrix order)."""
+def render_lock(cells: Iterable[Cell], bases: dict[str, dict[str, str]], previous: str = "") -> str:
+    """The lock file's text (deterministic: sorted keys, cells in matrix order).
+
+    With the `previous` lock text, its document is updated in place (ruamel round trip), so comments
+    someone added to it stay.
+    """
     data = {
         "cells": {cell.tag: cell_entry(cell) for cell in cells},
         "bases": {profile: dict(sorted(refs.items())) for profile, refs in sorted(bases.items()) if refs},
     }
-    return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120)
+    document = yaml_roundtrip.load(previous) if previous.strip() else None
+    if not isinstance(document, CommentedMap):
+        return HEADER + yaml_roundtrip.dump(data)
+    return yaml_roundtrip.dump(yaml_roundtrip.update(document, data))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -93,8 +102,8 @@ def updated_text(
         previous = bases.get(profile, {})
         resolved = {ref: resolve_digest(ref) or previous.get(ref) for ref in sorted(set(base_refs.values()))}
         bases[profile] = {ref: digest for ref, digest in resolved.items() if digest}
-    text = render_lock(cells, bases)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = render_lock(cells, bases, previous=old)
     diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True), str(path), str(path)))
     return text, diff
 

@@ -2,7 +2,8 @@
 
 The page shows one table per OS and variant (torch down, accelerator across), each cell coloured by
 status with its size, build and smoke times, the failing check and a link to its build log, plus the
-`compat check` diff. Everything here is pure except `write_report`, which writes the two files.
+compat data diff (`python -m tools.update_compat --json`). Everything here is pure except
+`write_report`, which writes the two files.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from builder.build.render import SHIPPED_TEMPLATES
-from builder.errors import SandboxError
 from tests.conftest import REPO, in_ci
 from tools import sandbox
+from tools.sandbox import SandboxError
 
 
 @dataclass

@@ -80,7 +80,6 @@ def add_override(project: Path, override: dict[str, object]) -> None:
 def nightly_args(tmp: Path, *extra: str) -> list[str]:
     return [
         "nightly",
-        "--no-compat-check",
         "--report",
         str(tmp / "report"),
         "--out",

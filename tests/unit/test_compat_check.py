@@ -1,11 +1,13 @@
-"""`compat check`: recorded PyPI answers (tests/fixtures/pypi) in, a reviewable diff out; no network."""
+"""`python -m tools.update_compat`: recorded PyPI answers (tests/fixtures/pypi) in, a reviewable diff out;
+no network."""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
+import os
 import subprocess
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder import yaml_roundtrip
 from builder.errors import MirrorError
 from builder.model.compat import CompatData
 from tests.conftest import REPO
-from tools import update_compat as cc
+from tools import compat_proposal as cp
+from tools import pypi, update_compat, wheel_metadata
 
 FIXTURES = REPO / "tests" / "fixtures" / "pypi"
 DATA_TEXT = (FIXTURES / "compat.yaml").read_text()
@@ -60,7 +64,7 @@ class FakeIndex:
             first, last = headers["Range"].removeprefix("bytes=").split("-")
             return self.wheel[int(first) : int(last) + 1]
         if url not in self.routes:
-            raise cc.NotFoundError(f"{url}: not found (HTTP 404)")
+            raise pypi.NotFoundError(f"{url}: not found (HTTP 404)")
         return self.routes[url]
 
 
@@ -91,42 +95,42 @@ def wheel_bytes(dist_info: str, metadata: str) -> bytes:
     ],
 )
 def test_cuda_from_requires_dist(requirement: str, cuda: str) -> None:
-    facts = cc.wheel_cuda(["filelock", requirement, "sympy>=1.13.3"])
+    facts = cp.wheel_cuda(["filelock", requirement, "sympy>=1.13.3"])
     assert facts.cuda is not None
     assert facts.cuda.version == cuda
 
 
 def test_cudnn_and_nccl_pins_shortened_to_three_parts() -> None:
-    facts = cc.wheel_cuda(
+    facts = cp.wheel_cuda(
         [
             'nvidia-cudnn-cu12==9.10.2.21; platform_system == "Linux" and platform_machine == "x86_64"',
             'nvidia-nccl-cu12==2.27.5; platform_system == "Linux" and platform_machine == "x86_64"',
             'nvidia-cuda-runtime-cu12==12.8.90; platform_system == "Linux" and platform_machine == "x86_64"',
         ]
     )
-    assert facts.cudnn == cc.Pin("9.10.2", "nvidia-cudnn-cu12==9.10.2.21")
-    assert facts.nccl == cc.Pin("2.27.5", "nvidia-nccl-cu12==2.27.5")
-    assert facts.cuda == cc.Pin("12.8", "nvidia-cuda-runtime-cu12==12.8.90")
+    assert facts.cudnn == cp.Pin("9.10.2", "nvidia-cudnn-cu12==9.10.2.21")
+    assert facts.nccl == cp.Pin("2.27.5", "nvidia-nccl-cu12==2.27.5")
+    assert facts.cuda == cp.Pin("12.8", "nvidia-cuda-runtime-cu12==12.8.90")
 
 
 def test_toolkit_pin_shown_with_extras_elided() -> None:
-    facts = cc.wheel_cuda(['cuda-toolkit[cublas,cudart]==13.2.2; platform_system == "Linux"'])
-    assert facts.cuda == cc.Pin("13.2", "cuda-toolkit[...]==13.2.2")
+    facts = cp.wheel_cuda(['cuda-toolkit[cublas,cudart]==13.2.2; platform_system == "Linux"'])
+    assert facts.cuda == cp.Pin("13.2", "cuda-toolkit[...]==13.2.2")
 
 
 def test_non_linux_and_unpinned_requirements_ignored() -> None:
-    facts = cc.wheel_cuda(
+    facts = cp.wheel_cuda(
         [
             'nvidia-cuda-runtime-cu12==12.4.127; platform_system == "Windows"',
             "cuda-toolkit>=13.0",
             "not a requirement ==",
         ]
     )
-    assert facts == cc.WheelCuda()
+    assert facts == cp.WheelCuda()
 
 
 def test_cpu_only_wheel_has_no_cuda() -> None:
-    assert cc.wheel_cuda(["filelock", "sympy"]).cuda is None
+    assert cp.wheel_cuda(["filelock", "sympy"]).cuda is None
 
 
 def test_pythons_from_linux_x86_64_cp_tags_without_free_threaded() -> None:
@@ -138,34 +142,34 @@ def test_pythons_from_linux_x86_64_cp_tags_without_free_threaded() -> None:
         "torch-2.15.1-cp310-cp310-manylinux_2_28_aarch64.whl",
         "torch-2.15.1.tar.gz",
     ]
-    assert cc.linux_pythons(cc.ReleaseFile(n) for n in names) == ["3.11", "3.15"]
+    assert cp.linux_pythons(pypi.ReleaseFile(n) for n in names) == ["3.11", "3.15"]
 
 
 def test_pythons_from_requires_python_when_no_tags() -> None:
-    assert cc.pythons_from_requires(">=3.11", ["3.8", "3.10", "3.11", "3.14"]) == ["3.11", "3.14"]
+    assert cp.pythons_from_requires(">=3.11", ["3.8", "3.10", "3.11", "3.14"]) == ["3.11", "3.14"]
 
 
 # --- which releases are newer than the data ------------------------------------------------------------
 
 
-def load_releases(name: str) -> dict[str, list[cc.ReleaseFile]]:
-    return cc.PypiJson(fetch=FakeIndex()).releases(name)
+def load_releases(name: str) -> dict[str, list[pypi.ReleaseFile]]:
+    return pypi.PypiJson(fetch=FakeIndex()).releases(name)
 
 
 def test_new_patches_and_new_minors_only() -> None:
-    data = cc.parse_data(DATA_TEXT)
+    data = cp.parse_data(DATA_TEXT)
     # 2.3.0: an older minor; 2.16.1: yanked; 2.17.0rc1: a pre-release; 2.14.1, 2.15.0: known
-    assert cc.newer_torch(data, load_releases("torch")) == ["2.15.1", "2.16.0"]
-    assert cc.newer_torchvision(data, load_releases("torchvision")) == ["0.29.3", "0.30.0"]
+    assert cp.newer_torch(data, load_releases("torch")) == ["2.15.1", "2.16.0"]
+    assert cp.newer_torchvision(data, load_releases("torchvision")) == ["0.29.3", "0.30.0"]
 
 
 def test_torchvision_goes_to_the_newest_torch_it_accepts() -> None:
     releases = [
-        cc.Release("0.29.3", (), ("numpy", "torch==2.15.1")),
-        cc.Release("0.30.0", (), ("torch>=2.15.0",)),
-        cc.Release("0.30.1", (), ("numpy",)),
+        pypi.Release("0.29.3", (), ("numpy", "torch==2.15.1")),
+        pypi.Release("0.30.0", (), ("torch>=2.15.0",)),
+        pypi.Release("0.30.1", (), ("numpy",)),
     ]
-    chosen = cc.assign_torchvision(releases, ["2.14.1", "2.15.1", "2.16.0"])
+    chosen = cp.assign_torchvision(releases, ["2.14.1", "2.15.1", "2.16.0"])
     assert {k: v.version for k, v in chosen.items()} == {"2.15.1": "0.29.3", "2.16.0": "0.30.0"}
 
 
@@ -173,11 +177,11 @@ def test_torchvision_goes_to_the_newest_torch_it_accepts() -> None:
 
 
 @pytest.fixture(scope="module")
-def proposal() -> cc.Proposal:
-    return cc.check(data_text=DATA_TEXT, fetch=FakeIndex())
+def proposal() -> cp.Proposal:
+    return update_compat.check(data_text=DATA_TEXT, fetch=FakeIndex())
 
 
-def test_check_reports_patch_and_minor_changes(proposal: cc.Proposal) -> None:
+def test_check_reports_patch_and_minor_changes(proposal: cp.Proposal) -> None:
     changes = {(c.minor, c.field): (c.old, c.new) for c in proposal.changes}
     assert changes == {
         ("2.15", "version"): ("2.15.0", "2.15.1"),
@@ -189,7 +193,7 @@ def test_check_reports_patch_and_minor_changes(proposal: cc.Proposal) -> None:
     assert not proposal.current
 
 
-def test_proposed_data_is_valid_and_complete(proposal: cc.Proposal) -> None:
+def test_proposed_data_is_valid_and_complete(proposal: cp.Proposal) -> None:
     data = CompatData.model_validate(yaml.safe_load(proposal.new_text))
     patched = data.torch["2.15"]
     assert (patched.version, patched.torchvision, patched.cudnn) == ("2.15.1", "0.29.3", "9.27.0")
@@ -205,10 +209,10 @@ def test_proposed_data_is_valid_and_complete(proposal: cc.Proposal) -> None:
     assert (new.pypi_cuda, new.cudnn, new.nccl) == ("13.4", "9.28.1", "2.31.2")
     assert new.cuda == ["13.4"]
     assert new.torchaudio is None
-    assert data.torch["2.14"] == cc.parse_data(DATA_TEXT).torch["2.14"]
+    assert data.torch["2.14"] == cp.parse_data(DATA_TEXT).torch["2.14"]
 
 
-def test_diff_keeps_comments_and_flags_what_needs_a_human(proposal: cc.Proposal) -> None:
+def test_diff_keeps_comments_and_flags_what_needs_a_human(proposal: cp.Proposal) -> None:
     diff = proposal.diff
     assert diff.startswith("--- a/builder/resources/compat.yaml\n+++ b/builder/resources/compat.yaml\n")
     assert '+    cudnn: "9.27.0"              # nvidia-cudnn-cu13==9.27.0.12\n' in diff
@@ -220,8 +224,7 @@ def test_diff_keeps_comments_and_flags_what_needs_a_human(proposal: cc.Proposal)
     assert any("torch 2.16 is new" in note for note in proposal.notes)
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_diff_applies_with_git_apply(proposal: cc.Proposal, tmp_path: Path) -> None:
+def test_diff_applies_with_git_apply(proposal: cp.Proposal, tmp_path: Path) -> None:
     target = tmp_path / "builder" / "resources" / "compat.yaml"
     target.parent.mkdir(parents=True)
     target.write_text(DATA_TEXT)
@@ -230,9 +233,9 @@ def test_diff_applies_with_git_apply(proposal: cc.Proposal, tmp_path: Path) -> N
     assert target.read_text() == proposal.new_text
 
 
-def test_json_api_requests(proposal: cc.Proposal) -> None:
+def test_json_api_requests(proposal: cp.Proposal) -> None:
     fake = FakeIndex()
-    cc.check(data_text=DATA_TEXT, fetch=fake)
+    update_compat.check(data_text=DATA_TEXT, fetch=fake)
     urls = [url for url, _ in fake.calls]
     assert urls == [
         "https://pypi.org/pypi/torch/json",
@@ -246,17 +249,31 @@ def test_json_api_requests(proposal: cc.Proposal) -> None:
 
 def test_current_data_gives_no_diff() -> None:
     current = DATA_TEXT.replace('version: "2.15.0"', 'version: "2.16.0"')  # nothing newer on "PyPI"
-    proposal = cc.propose(current, [], [])
+    proposal = cp.propose(current, [], [])
     assert proposal.current
     assert proposal.diff == ""
     assert proposal.changes == []
 
 
-def test_shipped_data_parses_into_blocks() -> None:
-    text = cc.shipped_data_text()
-    data = cc.parse_data(text)
-    _, _, blocks = cc._torch_blocks(text.splitlines(keepends=True))
-    assert list(blocks) == list(data.torch)
+def test_shipped_data_round_trips_byte_for_byte() -> None:
+    text = cp.shipped_data_text()
+    data = cp.parse_data(text)
+    document = yaml_roundtrip.load(text)
+    assert list(document["torch"]) == list(data.torch)
+    assert yaml_roundtrip.dump(document) == text  # comments, quotes, nulls and alignment all kept
+
+
+def test_comment_lines_after_an_updated_field_stay() -> None:
+    text = DATA_TEXT.replace(
+        '    cudnn: "9.26.0"              # nvidia-cudnn-cu13==9.26.0.51\n',
+        '    cudnn: "9.26.0"              # nvidia-cudnn-cu13==9.26.0.51\n    # a reviewer\'s note\n',
+    )
+    release = pypi.Release("2.15.1", (), ('nvidia-cudnn-cu13==9.27.0.12; platform_system == "Linux"',))
+    new_text = cp.propose(text, [release]).new_text
+    assert (
+        '    cudnn: "9.27.0"              # nvidia-cudnn-cu13==9.27.0.12\n    # a reviewer\'s note\n'
+        in new_text
+    )
 
 
 # --- a PEP 691 mirror ----------------------------------------------------------------------------------
@@ -264,8 +281,8 @@ def test_shipped_data_parses_into_blocks() -> None:
 
 def test_mirror_uses_pep691_pep658_and_range_requests() -> None:
     fake = FakeIndex(mirror_html_for=("torchvision",))
-    proposal = cc.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fake)
-    via_mirror = cc.check(data_text=DATA_TEXT, fetch=FakeIndex())
+    proposal = update_compat.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fake)
+    via_mirror = update_compat.check(data_text=DATA_TEXT, fetch=FakeIndex())
     assert proposal.new_text == via_mirror.new_text  # the same facts either way
     accepts = {url: headers.get("Accept", "") for url, headers in fake.calls}
     assert accepts[f"{MIRROR}/torch/"].startswith("application/vnd.pypi.simple.v1+json")
@@ -282,14 +299,14 @@ def test_unreachable_mirror_is_an_error_not_a_fallback() -> None:
         return FakeIndex()(url, headers)
 
     with pytest.raises(MirrorError, match="unreachable"):
-        cc.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fetch)
+        update_compat.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fetch)
 
 
 def test_mirror_missing_project_is_an_error() -> None:
     fake = FakeIndex()
     fake.routes.pop(f"{MIRROR}/torch/")
     with pytest.raises(MirrorError, match="404"):
-        cc.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fake)
+        update_compat.check(index_url=MIRROR, data_text=DATA_TEXT, fetch=fake)
 
 
 def test_metadata_from_a_remote_zip() -> None:
@@ -299,32 +316,64 @@ def test_metadata_from_a_remote_zip() -> None:
         first, last = headers["Range"].removeprefix("bytes=").split("-")
         return wheel[int(first) : int(last) + 1]
 
-    text = cc.wheel_metadata(fetch, "https://example.invalid/demo.whl", len(wheel))
-    assert cc.requires_dist_from_metadata(text) == ("numpy>=2", "torch==2.15.1")
+    text = wheel_metadata.wheel_metadata(fetch, "https://example.invalid/demo.whl", len(wheel))
+    assert wheel_metadata.requires_dist_from_metadata(text) == ("numpy>=2", "torch==2.15.1")
 
 
 # --- the command ---------------------------------------------------------------------------------------
 
 
-def test_applied_proposal_is_current(proposal: cc.Proposal) -> None:
-    again = cc.check(data_text=proposal.new_text, fetch=FakeIndex())
+def test_applied_proposal_is_current(proposal: cp.Proposal) -> None:
+    again = update_compat.check(data_text=proposal.new_text, fetch=FakeIndex())
     assert again.current, again.diff
 
 
 def test_cli_prints_the_diff_and_fails_on_drift_only_when_asked(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], proposal: cc.Proposal
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], proposal: cp.Proposal
 ) -> None:
-    from builder import cli
-
-    check = cc.check
+    app = update_compat.app
+    check = update_compat.check
     data = {"text": DATA_TEXT}
-    monkeypatch.setattr(cc, "check", lambda index_url=None: check(index_url, data["text"], FakeIndex()))
-    assert cli.app(["compat", "check"], standalone_mode=False) in (None, 0)
+    monkeypatch.setattr(
+        update_compat, "check", lambda index_url=None: check(index_url, data["text"], FakeIndex())
+    )
+    assert app([], standalone_mode=False) in (None, 0)
     out, err = capsys.readouterr()
     assert out == proposal.diff
     assert "review the diff" in err
-    assert cli.app(["compat", "check", "--fail-on-drift"], standalone_mode=False) == 1
+    assert app(["--fail-on-drift"], standalone_mode=False) == 1
     capsys.readouterr()
     data["text"] = proposal.new_text
-    assert cli.app(["compat", "check", "--fail-on-drift"], standalone_mode=False) in (None, 0)
+    assert app(["--fail-on-drift"], standalone_mode=False) in (None, 0)
     assert capsys.readouterr().out == "compat data is current\n"
+
+
+def test_json_output_is_what_the_report_reads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], proposal: cp.Proposal, tmp_path: Path
+) -> None:
+    check = update_compat.check
+    monkeypatch.setattr(
+        update_compat, "check", lambda index_url=None: check(index_url, DATA_TEXT, FakeIndex())
+    )
+    assert update_compat.app(["--json"], standalone_mode=False) in (None, 0)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"current": False, "diff": proposal.diff, "notes": proposal.notes}
+    (tmp_path / "compat.json").write_text(json.dumps(printed))
+    (tmp_path / "cells").mkdir()
+    command = [sys.executable, "-m", "builder", "report", "render", "cells", "--out", "site"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    shown = subprocess.run(
+        [*command, "--compat", "compat.json"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "compat data lacks releases" in shown.stdout
+    assert json.loads((tmp_path / "site" / "report.json").read_text())["compat"] == printed
+    (tmp_path / "compat.json").write_text("{}")
+    bad = subprocess.run(
+        [*command, "--compat", "compat.json"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "error: compat.json: not the JSON of `python -m tools.update_compat --json` "
+        "(keys: current, diff, notes)"
+    ]

@@ -44,3 +44,18 @@ def test_update_resolves_bases_and_keeps_unresolvable_ones(
     assert lock.base_digest(data, "team", "reg/library/debian:12") == new
     assert lock.base_digest(data, "team", "reg/library/ubuntu:22.04") == old
     assert "+    reg/library/debian:12: " + new in diff
+
+
+def test_update_keeps_comments_in_the_lock(tmp_path: Path, default_matrix: matrix.Matrix) -> None:
+    cells = list(default_matrix.cells)[:2]
+    path = tmp_path / "matrix.lock"
+    digest = "sha256:" + "3" * 64
+    text = lock.render_lock(cells, {"team": {"reg/library/debian:12": digest}})
+    assert text.startswith(lock.HEADER)
+    path.write_text(text.replace(f"debian:12: {digest}\n", f"debian:12: {digest}  # pinned for INC-42\n"))
+    refs = {"a": "reg/library/debian:12", "b": "reg/library/ubuntu:22.04"}
+    new = "sha256:" + "4" * 64
+    updated, _ = lock.updated_text(path, cells, "team", refs, lambda ref: None if "debian" in ref else new)
+    assert f"    reg/library/debian:12: {digest}  # pinned for INC-42\n" in updated
+    assert f"    reg/library/ubuntu:22.04: {new}\n" in updated
+    assert updated.startswith(lock.HEADER)
