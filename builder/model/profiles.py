@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -113,15 +114,20 @@ def resolve(matrix: Matrix, name: str | None = None) -> ResolvedProfile:
 def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) -> list[str]:
     """The profile's package indexes this cell needs that do not answer, each with the URL that failed.
 
-    Builds use host networking, so what this host reaches is what the build reaches.
+    Builds use host networking, so what this host reaches is what the build reaches; TLS is checked
+    against the host's CAs plus the profile's `ca_bundle`, as the image will check it.
     """
     args = profile.build_args(cell)
     urls = [args["PIP_INDEX_URL"], args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
     problems: list[str] = []
+    tls = ssl.create_default_context()
+    if profile.ca_bundle is not None:
+        tls.load_verify_locations(cafile=str(profile.ca_bundle))
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({})
         if _is_loopback(args["PIP_INDEX_URL"])
-        else urllib.request.ProxyHandler()
+        else urllib.request.ProxyHandler(),
+        urllib.request.HTTPSHandler(context=tls),
     )
     for url in dict.fromkeys(u for u in urls if u):
         probe = url.rstrip("/") + "/"
