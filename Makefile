@@ -15,7 +15,7 @@ export MIRROR
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv render check-render build push mirror-bases quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
+.PHONY: help deps venv render check-render build push mirror-bases quickstart sandbox sandbox-cuda sandbox-down test test-unit lint bench clean
 
 help: ## Show this help
 	@echo "pytorch-cuda-images: PyTorch + CUDA images from matrix.yaml"
@@ -63,7 +63,11 @@ sandbox-down: $(PY) ## Stop the sandbox (PURGE=1 also deletes its cache)
 quickstart: sandbox ## From nothing: sandbox, then build, smoke-test and tag 2.13-cpu-debian12
 	$(MAKE) build TAG=2.13-cpu-debian12 MIRROR=local
 
-test: $(PY) ## Unit and integration tests (starts the sandbox; needs root for the engine)
+deps: ## Install the Debian packages the sandbox and the tests need (a quick no-op when all are there)
+	@sh scripts/sandbox-deps.sh
+	@sh scripts/test-deps.sh
+
+test: deps $(PY) ## Unit and integration tests: installs what is missing, starts the sandbox (root)
 	$(PY) -m pytest -m "not gpu" tests
 
 test-unit: $(PY) ## Unit tests only (no engine)

@@ -21,7 +21,7 @@ import pytest
 
 from builder.operate import report
 from builder.operate.report import STATUSES, CellResult, RunReport
-from tests.conftest import in_ci
+from tests.conftest import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +42,7 @@ CHROMIUM_FLAGS = (
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if in_ci():
-            pytest.fail("chromium is not installed (run scripts/test-deps.sh)")
-        pytest.skip("chromium is not installed (run scripts/test-deps.sh)")
+        unavailable("chromium is not installed (run scripts/test-deps.sh)")
     return found
 
 

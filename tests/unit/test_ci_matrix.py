@@ -14,7 +14,7 @@ import yaml
 
 from builder.errors import ConfigError
 from builder.operate import ci_matrix
-from tests.conftest import REPO, in_ci
+from tests.conftest import REPO, unavailable
 from tests.unit.test_cli import cli
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
@@ -24,9 +24,7 @@ GITLAB = REPO / ".gitlab-ci.yml"
 def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
     """Validate with check-jsonschema's vendored schema (no network: --builtin-schema is offline)."""
     if importlib.util.find_spec("check_jsonschema") is None:
-        if in_ci():
-            pytest.fail("check-jsonschema is not installed (it is in the `test` extra)")
-        pytest.skip("check-jsonschema is not installed")
+        unavailable("check-jsonschema is not installed (it is in the `test` extra)")
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
         capture_output=True,
