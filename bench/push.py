@@ -25,11 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rich.console import Console
-
 from builder.build.engine import Engine
 from builder.build.render import cell_immutable_tag
 from builder.model import matrix
+from builder.output import Output
 from builder.publish import push as registry
 from tests.integration.loopback_registry import LoopbackRegistry
 
@@ -74,7 +73,7 @@ def main() -> int:
         source = found[1]
     engine.tag(source, PINNED)  # pinned: a concurrent rebuild or untag cannot swap it mid-benchmark
     size_gb = int(engine.image_attrs(PINNED).get("Size", 0)) / 1e9
-    console = Console(stderr=True, soft_wrap=True)
+    output = Output()
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         server = LoopbackRegistry(Path(tmp), tls=True, auth=True)
         target = registry.parse_target(f"{server.host}/pytorch")
@@ -84,10 +83,10 @@ def main() -> int:
         try:
             policy = registry.RetryPolicy(attempts=3, max_seconds=30)
             started = time.perf_counter()
-            cold = registry.push_cell(engine, plan, target, creds, policy=policy, console=console)
+            cold = registry.push_cell(engine, plan, target, creds, policy=policy, output=output)
             cold_s = time.perf_counter() - started
             started = time.perf_counter()
-            noop = registry.push_cell(engine, plan, target, creds, policy=policy, console=console)
+            noop = registry.push_cell(engine, plan, target, creds, policy=policy, output=output)
             noop_s = time.perf_counter() - started
             cli_env = {
                 **env,

@@ -49,3 +49,9 @@ class MirrorError(BuilderError):
 
 class RegistryError(BuilderError):
     """A push, login or digest check against the target registry failed (exit 1)."""
+
+
+class StoppedError(BuilderError):
+    """Work stopped on purpose: Ctrl-C, or a nightly cell's timeout (exit 130)."""
+
+    exit_code = 130

@@ -7,13 +7,15 @@ from an in-memory context tar, runs containers with a timeout and always removes
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import re
 import tarfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,21 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest
+from docker.types import CancellableStream, DeviceRequest
 
-from builder.errors import BuildFailedError, ConfigError, EngineUnavailableError, MirrorError, RegistryError
+from builder.errors import (
+    BuildFailedError,
+    ConfigError,
+    EngineUnavailableError,
+    MirrorError,
+    RegistryError,
+    StoppedError,
+)
 from builder.model.secrets import redact
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# A tool's own error line in a build log: pip's `ERROR: ...`, apt's `E: ...` (BuildKit prefixes `#7 1.23 `).
+TOOL_ERROR_RE = re.compile(r"^(?:#\d+ [\d.]+ )?(?P<kind>ERROR|E): (?P<message>\S.*)$")
 LOG_TAIL_LINES = 30
 CONTAINER_LABEL = "dev.pytorch-cuda-images.role"
 
@@ -58,10 +69,25 @@ class RunResult:
 
 @dataclass
 class Engine:
-    """A connected engine; create with `Engine.connect()`."""
+    """A connected engine; create with `Engine.connect()`.
+
+    `cancel()` (from any thread) stops the work of this engine object: the running build or push stream is
+    cut, so the engine cancels it and removes its step containers, a running container is killed, and every
+    later call raises StoppedError. One object per concurrent piece of work (a nightly cell).
+    """
 
     client: Any
-    gpus: bool = field(default=False)
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _stoppers: dict[int, Callable[[], None]] = field(default_factory=dict, repr=False)
+    _stoppers_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last_response: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        # docker-py returns a build/push stream without its HTTP response; remember each response (per
+        # thread) so the stream can be wrapped in docker-py's CancellableStream and cut from another thread.
+        hooks = getattr(self.client, "api", None) and self.client.api.hooks
+        if isinstance(hooks, dict):
+            hooks.setdefault("response", []).append(self._remember_response)
 
     @classmethod
     def connect(cls) -> Engine:
@@ -72,6 +98,45 @@ class Engine:
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
             raise EngineUnavailableError(engine_hint()) from None
         return cls(client=client)
+
+    # --- cancellation ---------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop this engine's work now (thread-safe; idempotent)."""
+        self._cancelled.set()
+        with self._stoppers_lock:
+            stoppers = list(self._stoppers.values())
+        for stop in stoppers:
+            with contextlib.suppress(Exception):
+                stop()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            raise StoppedError("cancelled")
+
+    @contextmanager
+    def _stoppable(self, stop: Callable[[], None]) -> Iterator[None]:
+        """Register `stop` for `cancel()` while the block runs (called at once if already cancelled)."""
+        key = id(stop)
+        with self._stoppers_lock:
+            self._stoppers[key] = stop
+        try:
+            if self._cancelled.is_set():
+                stop()
+            yield
+        finally:
+            with self._stoppers_lock:
+                self._stoppers.pop(key, None)
+
+    def _remember_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._last_response.value = response
+
+    def _cancellable(self, stream: Iterable[Any]) -> CancellableStream:
+        """A stream docker-py just opened (in this thread), wrapped so that `cancel()` can cut it."""
+        return CancellableStream(iter(stream), self._last_response.value)
 
     def version(self) -> dict[str, Any]:
         info: dict[str, Any] = self.client.version()
@@ -90,6 +155,7 @@ class Engine:
 
         A miss names the exact reference that was tried.
         """
+        self._check()
         name, _, digest = reference.partition("@")
         repository, _, tag = name.rpartition(":")
         if "/" in tag or not repository:
@@ -128,6 +194,7 @@ class Engine:
         return rows
 
     def tag(self, image_id: str, reference: str) -> None:
+        self._check()
         repository, _, tag = reference.rpartition(":")
         self.client.api.tag(image_id, repository, tag)
 
@@ -153,6 +220,7 @@ class Engine:
         nocache: bool = False,
     ) -> BuildResult:
         """Build an untagged image from in-memory files; BuildFailedError names the step and the log tail."""
+        self._check()
         started = time.perf_counter()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
@@ -162,48 +230,47 @@ class Engine:
         error = ""
         with log_path.open("w", encoding="utf-8") as log:
             try:
-                stream = self.client.api.build(
-                    fileobj=_context_tar(context_files),
-                    custom_context=True,
-                    target=target,
-                    buildargs=dict(build_args),
-                    labels=dict(labels),
-                    network_mode="host",
-                    rm=True,
-                    forcerm=True,
-                    pull=False,
-                    nocache=nocache,
-                    decode=True,
+                stream = self._cancellable(
+                    self.client.api.build(
+                        fileobj=_context_tar(context_files),
+                        custom_context=True,
+                        target=target,
+                        buildargs=dict(build_args),
+                        labels=dict(labels),
+                        network_mode="host",
+                        rm=True,
+                        forcerm=True,
+                        pull=False,
+                        nocache=nocache,
+                        decode=True,
+                    )
                 )
-                for chunk in stream:
-                    text = chunk.get("stream") or chunk.get("status") or ""
-                    if "error" in chunk:
-                        error = str(chunk.get("error", "")).strip()
-                        text = error + "\n"
-                    if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-                        image_id = chunk["aux"]["ID"]
-                    for line in text.splitlines():
-                        log.write(line + "\n")
-                        lines.append(line)
-                        step = STEP_RE.match(line.strip())
-                        if step:
-                            current_step = line.strip()
-                            steps = int(step[2])
-                            if on_step:
-                                on_step(int(step[1]), int(step[2]), step[3])
-                    log.flush()
+                with self._stoppable(stream.close):
+                    for chunk in stream:
+                        text = chunk.get("stream") or chunk.get("status") or ""
+                        if "error" in chunk:
+                            error = str(chunk.get("error", "")).strip()
+                            text = error + "\n"
+                        if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                            image_id = chunk["aux"]["ID"]
+                        for line in text.splitlines():
+                            log.write(line + "\n")
+                            lines.append(line)
+                            step = STEP_RE.match(line.strip())
+                            if step:
+                                current_step = line.strip()
+                                steps = int(step[2])
+                                if on_step:
+                                    on_step(int(step[1]), int(step[2]), step[3])
+                        log.flush()
             except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
                 error = _explain(exc) if isinstance(exc, docker.errors.APIError) else str(exc)
                 log.write(f"error: {error}\n")
+        self._check()
         if error or not image_id:
             tail = lines[-LOG_TAIL_LINES:]
-            where = " ".join(current_step.split())
-            where = where if len(where) <= 100 else where[:97] + "..."
-            code = re.search(r"returned a non-zero code: \d+", error)
-            reason = f"the command {code[0]}" if code else (error or "no image produced")
-            summary = f"build failed at {where or 'the start'}: {reason}"
             raise BuildFailedError(
-                summary,
+                failure_summary(current_step, error, step_output(lines)),
                 details=[
                     f"last {len(tail)} log lines (full log: {log_path}):",
                     *("  " + line for line in tail),
@@ -263,15 +330,18 @@ class Engine:
         env: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run a command to completion (or the timeout); the container is always removed."""
+        self._check()
         started = time.perf_counter()
         with self.container(image, command, gpus=gpus, env=env) as container:
             exit_code: int | None
             try:
-                status = container.wait(timeout=timeout)
+                with self._stoppable(container.kill):
+                    status = container.wait(timeout=timeout)
                 exit_code = int(status.get("StatusCode", 1))
             except (requests.exceptions.RequestException, OSError):
                 container.kill()
                 exit_code = None
+            self._check()
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         return RunResult(
@@ -299,46 +369,52 @@ class Engine:
 
         on_layer(layer_id, status, current_bytes, total_bytes) is called for every progress message.
         """
+        self._check()
         repository, tag = _split_reference(reference)
         secrets = _auth_secrets(auth)
         digest = ""
         try:
-            stream = self.client.api.push(
-                repository,
-                tag=tag,
-                stream=True,
-                decode=True,
-                auth_config=dict(auth) if auth is not None else None,
+            stream = self._cancellable(
+                self.client.api.push(
+                    repository,
+                    tag=tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth) if auth is not None else None,
+                )
             )
-            for chunk in stream:
-                if "error" in chunk:
-                    detail = chunk.get("errorDetail") or {}
-                    message = str(detail.get("message") or chunk["error"]).strip()
-                    raise RegistryError(redact(f"push of {reference} failed: {message}", secrets))
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("Digest"):
-                    digest = str(aux["Digest"])
-                layer, status = chunk.get("id"), chunk.get("status")
-                if layer and status and on_layer is not None:
-                    progress = chunk.get("progressDetail") or {}
-                    on_layer(
-                        str(layer),
-                        str(status),
-                        int(progress.get("current") or 0),
-                        int(progress.get("total") or 0),
-                    )
+            with self._stoppable(stream.close):
+                for chunk in stream:
+                    if "error" in chunk:
+                        detail = chunk.get("errorDetail") or {}
+                        message = str(detail.get("message") or chunk["error"]).strip()
+                        raise RegistryError(redact(f"push of {reference} failed: {message}", secrets))
+                    aux = chunk.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = str(aux["Digest"])
+                    layer, status = chunk.get("id"), chunk.get("status")
+                    if layer and status and on_layer is not None:
+                        progress = chunk.get("progressDetail") or {}
+                        on_layer(
+                            str(layer),
+                            str(status),
+                            int(progress.get("current") or 0),
+                            int(progress.get("total") or 0),
+                        )
         except docker.errors.APIError as exc:
             raise RegistryError(redact(f"push of {reference} failed: {_explain(exc)}", secrets)) from None
         except requests.exceptions.RequestException as exc:
             raise RegistryError(
                 redact(f"push of {reference} failed: the engine stopped answering ({exc})", secrets)
             ) from None
+        self._check()
         if not digest:
             raise RegistryError(f"push of {reference} failed: the engine reported no manifest digest")
         return digest
 
     def registry_digest(self, reference: str, *, auth: Mapping[str, str] | None) -> str | None:
         """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
+        self._check()
         secrets = _auth_secrets(auth)
         try:
             data = self.client.api.inspect_distribution(
@@ -374,6 +450,48 @@ class Engine:
             raise RegistryError(redact(f"cannot pull {where}: {exc}", secrets)) from None
         image_id: str = image.id
         return image_id
+
+
+def step_output(lines: Sequence[str]) -> list[str]:
+    """The log lines after the last `Step N/M :` line: what the failing step printed."""
+    for index in range(len(lines) - 1, -1, -1):
+        if STEP_RE.match(lines[index].strip()):
+            return list(lines[index + 1 :])
+    return list(lines)
+
+
+def tool_error(lines: Sequence[str]) -> str | None:
+    """The failing tool's own error line in a step's output, without its prefix; None when there is none.
+
+    The last error line decides which tool failed: pip's last `ERROR:` line names the cause ("No matching
+    distribution found for ..."); apt prints its cause first ("E: Unable to locate package ..."), then
+    consequences, so for apt the first line of that last run of `E:` lines is taken.
+    """
+    found = [(i, m) for i, line in enumerate(lines) if (m := TOOL_ERROR_RE.match(line.strip()))]
+    if not found:
+        return None
+    index, match = found[-1]
+    if match["kind"] == "E":
+        for earlier, other in reversed(found[:-1]):
+            if other["kind"] != "E" or earlier != index - 1:
+                break
+            index, match = earlier, other
+    return match["message"].strip()
+
+
+def failure_summary(step: str, error: str, output: Sequence[str]) -> str:
+    """One line for a failed build: the step and the failing tool's own error line, else the engine's."""
+    where = " ".join(step.split())
+    where = where if len(where) <= 100 else where[:97] + "..."
+    code = re.search(r"returned a non-zero code: (\d+)", error)
+    cause = tool_error(output)
+    if cause and code:
+        reason = f"{cause} (exit {code[1]})"
+    elif code:
+        reason = f"the command {code[0]}"
+    else:
+        reason = cause or error or "no image produced"
+    return f"build failed at {where or 'the start'}: {reason}"
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

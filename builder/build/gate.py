@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from builder.build.engine import Engine
 from builder.errors import EngineUnavailableError, SmokeFailedError
 from builder.model.cell import Cell
+from builder.model.tags import TAG_RE
 from builder.resources import smoke_suite
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
@@ -148,3 +150,15 @@ def driver_check(cell: Cell | None, driver: str | None) -> HostCheck:
     return HostCheck(
         "driver", "pass", f"driver {driver} >= {cell.min_driver} needed by CUDA {cell.cuda_minor}"
     )
+
+
+def smoke(target: str, matrix_path: Path, *, require_gpu: bool, timeout: float) -> tuple[str, SmokeReport]:
+    """`smoke`: the suite against a cell's local image (TARGET a tag of the matrix) or any image reference;
+    (the image, its report). Judge the report with `gate`."""
+    from builder.build.pipeline import local_references
+    from builder.model import matrix
+
+    image = local_references(matrix.load(matrix_path).cell(target))[0] if TAG_RE.match(target) else target
+    engine = Engine.connect()
+    report = run(engine, image, require_gpu=require_gpu, gpus=engine.has_nvidia_runtime(), timeout=timeout)
+    return image, report

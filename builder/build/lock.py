@@ -9,14 +9,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from ruamel.yaml.comments import CommentedMap
 
 from builder import yaml_roundtrip
-from builder.errors import ConfigError
+from builder.errors import ConfigError, MirrorError
 from builder.model.cell import Cell
+
+if TYPE_CHECKING:
+    from builder.model.matrix import Matrix
+    from builder.model.profiles import ResolvedProfile
 
 LOCK_NAME = "matrix.lock"
 HEADER = (
@@ -120,3 +124,32 @@ def stale_cells(path: Path, cells: list[Cell]) -> list[str]:
     tags = {c.tag for c in cells}
     problems += [f"{tag}: locked but no longer in the matrix" for tag in locked if tag not in tags]
     return problems
+
+
+def update(m: Matrix, profile: ResolvedProfile, *, with_bases: bool = True) -> tuple[Path, str, list[str]]:
+    """`lock --update`: rewrite the matrix's lock, each base of `profile` resolved to its digest by pulling
+    it through the engine; (the lock's path, the diff, the bases that could not be resolved)."""
+    from builder.build.engine import Engine
+
+    if with_bases and not profile.lock_bases:
+        raise ConfigError(
+            f"mirror profile {profile.name!r} has lock_bases: false (its bases are made per machine); "
+            "use --no-bases or another profile"
+        )
+    path = lock_path(m.path)
+    cells = list(m.cells)
+    refs = {c.tag: profile.base_image(c) for c in cells} if with_bases else {}
+    engine = Engine.connect() if refs else None
+    unresolved: list[str] = []
+
+    def resolve(ref: str) -> str | None:
+        assert engine is not None
+        try:
+            return engine.pull(ref)
+        except MirrorError as exc:
+            unresolved.append(str(exc))
+            return None
+
+    text, diff = updated_text(path, cells, profile.name, refs, resolve)
+    path.write_text(text, encoding="utf-8")
+    return path, diff, unresolved

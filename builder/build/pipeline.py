@@ -9,9 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from builder.build import gate, lock
 from builder.build.engine import Engine
 from builder.build.render import (
@@ -20,12 +17,15 @@ from builder.build.render import (
     Renderer,
     cell_immutable_tag,
     content_hash,
+    templates_for,
     write,
 )
 from builder.errors import MirrorError
 from builder.model import profiles
 from builder.model.cell import Cell
+from builder.model.matrix import Matrix
 from builder.model.profiles import ResolvedProfile
+from builder.output import Output
 
 LOCAL_REPOSITORY = "pytorch-cuda-images"
 SOURCE_URL = "https://github.com/pytorch-cuda-images/pytorch-cuda-images"
@@ -94,15 +94,21 @@ def build_cell(
     profile: ResolvedProfile,
     *,
     out: Path,
-    console: Console,
+    output: Output,
+    run_dir: Path | None = None,
     run_smoke: bool = True,
     require_gpu: bool = False,
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
     lock_data: dict[str, Any] | None = None,
 ) -> BuiltCell:
-    """Build one cell; tags are created only after the smoke suite passed."""
+    """Build one cell; tags are created only after the smoke suite passed.
+
+    The rendered files go to `out/<tag>/`; the run's output (build.log, smoke-result.json) to `run_dir`
+    (default: next to them).
+    """
     write(out, cell.tag, renderer.files(cell))
+    run_dir = run_dir if run_dir is not None else out / cell.tag
     context = build_context(renderer, cell, profile)
     build_args = profile.build_args(cell)
     base_ref = profile.base_image(cell)
@@ -111,14 +117,12 @@ def build_cell(
         raise MirrorError(problems[0], lines=problems)
     locked = lock.pinned_digest(lock_data, profile.name, profile.lock_bases, base_ref)
     pinned = f"{base_ref}@{locked}" if locked else base_ref
-    console.print(f"[bold]{cell.tag}[/]: pulling base {pinned} (profile {profile.name})")
-    base_digest = engine.pull(pinned)
+    with output.step(f"{cell.tag}: pull base {pinned} (profile {profile.name})"):
+        base_digest = engine.pull(pinned)
     if locked:
         build_args["BASE_DIGEST"] = f"@{locked}"
     elif profile.lock_bases:
-        console.print(
-            f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag"
-        )
+        output.info(f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag")
     chash = cell_content_hash(context, profile.build_args(cell), base_digest)
     image_labels = labels(
         cell,
@@ -127,48 +131,34 @@ def build_cell(
         chash=chash,
         revision=_git_revision(renderer.templates_dir.parent),
     )
-    target = cell.variant
-    log_path = out / cell.tag / "build.log"
-    with Progress(
-        TextColumn("[bold]{task.fields[tag]}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("starting", total=None, tag=cell.tag)
-
-        def on_step(number: int, total: int, instruction: str) -> None:
-            progress.update(task, total=total, completed=number - 1, description=instruction[:70])
-
+    log_path = run_dir / "build.log"
+    with output.step(f"{cell.tag}: build (log: {log_path})"), output.progress(cell.tag) as update:
         result = engine.build(
             context,
-            target=target,
+            target=cell.variant,
             build_args=build_args,
             labels=image_labels,
             log_path=log_path,
-            on_step=on_step,
+            on_step=lambda number, total, instruction: update(number - 1, total, instruction),
             nocache=nocache,
         )
-        progress.update(task, completed=result.steps or 1, total=result.steps or 1, description="built")
-    console.print(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s (log: {log_path})")
+    output.info(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s")
     report = None
     if run_smoke:
         gpus = engine.has_nvidia_runtime()
         try:
-            report = gate.run(
-                engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
-            )
-            for line in report.table():
-                console.print(f"  {line}", markup=False, highlight=False)
-            (out / cell.tag / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
-            gate.gate(report)
+            with output.step(f"{cell.tag}: smoke tests"):
+                report = gate.run(
+                    engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
+                )
+                for line in report.table():
+                    output.info(f"  {line}")
+                (run_dir / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
+                gate.gate(report)
         except BaseException:
             engine.remove_image(result.image_id)
             raise
-        console.print(f"{cell.tag}: smoke tests passed in {report.seconds:.1f} s")
+        output.info(f"{cell.tag}: smoke tests passed in {report.seconds:.1f} s")
     references = local_references(cell)
     for reference in references:
         engine.tag(result.image_id, reference)
@@ -182,3 +172,43 @@ def build_cell(
         smoke=report,
         size_bytes=size,
     )
+
+
+def build(
+    m: Matrix,
+    tag: str,
+    *,
+    mirror: str | None,
+    out: Path,
+    output: Output,
+    require_gpu: bool = False,
+    smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
+    nocache: bool = False,
+) -> BuiltCell:
+    """`build`: resolve TAG and its mirror profile, then build, smoke-test and tag it."""
+    cell = m.cell(tag)
+    profile = profiles.resolve(m, mirror)
+    for warning in cell.warnings:
+        output.warning(warning)
+    return build_cell(
+        Engine.connect(),
+        Renderer(templates_for(m.path)),
+        cell,
+        profile,
+        lock_data=lock.read(lock.lock_path(m.path)),
+        out=out,
+        output=output,
+        require_gpu=require_gpu,
+        smoke_timeout=smoke_timeout,
+        nocache=nocache,
+    )
+
+
+def run_hint(built: BuiltCell) -> str:
+    """How to start the image just built."""
+    command = "docker run --rm -it"
+    if built.cell.is_cuda:
+        command += " --gpus all"
+    if built.cell.variant == "full":
+        command += " -p 8888:8888 -p 2222:22 -v $(pwd):/workspace"
+    return f"{command} {built.tags[0]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -224,3 +225,35 @@ def content_hash(files: Mapping[str, bytes], build_args: Mapping[str, str] | Non
     for name in sorted(build_args or {}):
         digest.update(f"{name}={(build_args or {})[name]}\0".encode())
     return digest.hexdigest()
+
+
+def render_all(cells: Iterable[Cell], templates_dir: Path) -> dict[str, dict[str, bytes]]:
+    """Every cell's files, in memory, by tag (a template or matrix problem raises ConfigError)."""
+    renderer = Renderer(templates_dir)
+    return {cell.tag: renderer.files(cell) for cell in cells}
+
+
+@dataclass(frozen=True)
+class RenderRun:
+    """What `render` did (or, with check, found): cells rendered, stale files, removed folders."""
+
+    cells: int
+    problems: list[str]
+    removed: list[Path]
+    seconds: float
+
+
+def render_cells(
+    cells: list[Cell], templates_dir: Path, out_dir: Path, *, complete: bool, check: bool
+) -> RenderRun:
+    """Render cells into `out_dir/<tag>/`; `complete` (all cells): also drop folders of cells gone from the
+    matrix. With check nothing is written: the stale or missing files are listed instead."""
+    started = time.perf_counter()
+    rendered = render_all(cells, templates_dir)
+    if check:
+        problems = stale(out_dir, rendered, complete=complete)
+        return RenderRun(len(rendered), problems, [], time.perf_counter() - started)
+    for tag, files in rendered.items():
+        write(out_dir, tag, files)
+    removed = remove_orphans(out_dir, rendered) if complete else []
+    return RenderRun(len(rendered), [], removed, time.perf_counter() - started)

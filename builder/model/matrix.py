@@ -190,6 +190,10 @@ class Matrix:
                     picks.append(candidate.tag)
         return picks[:limit]
 
+    def select_or_all(self, patterns: Iterable[str] | None) -> list[Cell]:
+        """Every cell, or with patterns (`--only`) those whose tag matches one."""
+        return self.select(patterns) if patterns else list(self.cells)
+
     def select(self, patterns: Iterable[str]) -> list[Cell]:
         """Cells whose tag matches any glob; a pattern that matches nothing is an error."""
         chosen: list[Cell] = []

@@ -140,3 +140,22 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _BlockDumper.add_representer(str, _str)
+
+
+def for_ci(
+    fmt: str,
+    cells: Sequence[Cell],
+    *,
+    cpu_runners: Sequence[str] | None = None,
+    gpu_runners: Sequence[str] | None = None,
+    source: str = "matrix.yaml",
+) -> str:
+    """`ci-matrix`: the GitHub include list (one JSON line) or the GitLab child pipeline."""
+    if fmt not in ("github", "gitlab"):
+        raise ConfigError(f"--format {fmt!r}: allowed: github, gitlab")
+    default = GITHUB_RUNNERS if fmt == "github" else GITLAB_RUNNERS
+    runners = Runners(
+        cpu=tuple(cpu_runners) if cpu_runners else default.cpu,
+        gpu=tuple(gpu_runners) if gpu_runners else default.gpu,
+    )
+    return github_json(cells, runners) + "\n" if fmt == "github" else gitlab(cells, runners, source=source)

@@ -1,10 +1,12 @@
 """The nightly matrix run: skip every cell whose content is already built (or pushed), build the rest N at a
 time, continue past failures, and leave a JSON + HTML report.
 
-Each build runs as its own `python -m builder build TAG` process: a cell that hangs is interrupted at its
-timeout, Ctrl-C interrupts every running build the same way (the engine then cancels the build and our
-clean-up removes its containers), and one cell's crash cannot take the others down. A second run after a
-crash resumes: what finished is skipped by its content hash.
+Each cell runs the pipeline in-process, in a worker thread with its own Engine object: a cell that hangs is
+cancelled at its timeout and Ctrl-C cancels every running cell the same way (the build stream is cut, so the
+engine stops the build and removes its containers; a cancelled cell never tags or pushes). One cell's error
+or crash becomes its result; the others go on. Each cell's run output (build.log, smoke-result.json) goes
+to the run folder `<report>/cells/<tag>/`, never into the rendered images/ tree. A second run after a crash
+resumes: what finished is skipped by its content hash.
 """
 
 from __future__ import annotations
@@ -12,33 +14,32 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from builder.build import lock, pipeline
 from builder.build.engine import Engine
-from builder.build.render import Renderer, cell_immutable_tag, floating_tags
-from builder.errors import BuilderError, RegistryError
+from builder.build.render import Renderer, cell_immutable_tag, floating_tags, templates_for
+from builder.errors import BuilderError, RegistryError, StoppedError
+from builder.model import profiles
 from builder.model.cell import Cell
+from builder.model.matrix import Matrix
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
+from builder.output import Output
 from builder.publish import push as registry
 
 DEFAULT_CELL_TIMEOUT_S = 3 * 3600.0
-INTERRUPT_GRACE_S = 60.0
+CELLS_DIR = "cells"  # the run folder inside the report folder: cells/<tag>/build.log, smoke-result.json
 
 
 @dataclass
@@ -52,13 +53,21 @@ class Planned:
 
 @dataclass
 class NightlyOptions:
+    """How a nightly runs (the `nightly` command's options)."""
+
     jobs: int = 1
     push: bool = False
     registry_override: str | None = None
     cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S
-    out: Path = Path("images")
-    matrix_path: Path = Path("matrix.yaml")
-    extra_build_args: list[str] = field(default_factory=list)
+    out: Path = Path("images")  # rendered files (the committed tree)
+    report_dir: Path = Path("reports/nightly")  # the report, and the run output under cells/<tag>/
+    only: list[str] | None = None  # tag globs; None: every cell
+    mirror: str | None = None  # mirror profile; None: the matrix's default
+    compat: Path | None = None  # `python -m tools.update_compat --json` output, shown in the report
+
+    @property
+    def run_dir(self) -> Path:
+        return self.report_dir / CELLS_DIR
 
 
 def plan(
@@ -98,125 +107,135 @@ def already_done(planned: Planned, engine: Engine, remote_hash: Callable[[Cell],
     return bool(labels.get(registry.CONTENT_HASH_LABEL) == planned.content_hash)
 
 
-class BuildRunner:
-    """Runs `python -m builder build` per cell, N at a time, with a timeout and a shared stop switch."""
+class CellRunner:
+    """Runs the pipeline for one cell at a time per worker, each with its own Engine object, so a timeout
+    or Ctrl-C cancels exactly that cell's work."""
 
-    def __init__(self, options: NightlyOptions, engine: Engine, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        options: NightlyOptions,
+        *,
+        renderer: Renderer,
+        profile: ResolvedProfile,
+        lock_data: dict[str, Any] | None,
+        output: Output,
+        publisher: registry.Publisher | None = None,
+        connect: Callable[[], Engine] = Engine.connect,
+    ) -> None:
         self.options = options
-        self.engine = engine
-        self.say = say
+        self.renderer = renderer
+        self.profile = profile
+        self.lock_data = lock_data
+        self.output = output
+        self.publisher = publisher
+        self.connect = connect
         self.stopping = threading.Event()
-        self._procs: dict[str, subprocess.Popen[str]] = {}
-        self._started: dict[str, float] = {}
+        self._running: dict[str, tuple[Engine, float]] = {}
+        self._why: dict[str, str] = {}  # tag -> "timeout" | "interrupted"
         self._lock = threading.Lock()
 
     def running(self) -> list[tuple[str, float]]:
-        """(tag, seconds so far) of every running build."""
+        """(tag, seconds so far) of every running cell."""
         now = time.monotonic()
         with self._lock:
-            return [(tag, now - self._started[tag]) for tag in self._procs]
+            return [(tag, now - started) for tag, (_, started) in self._running.items()]
 
-    def command(self, cell: Cell) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "builder",
-            "build",
-            cell.tag,
-            "--matrix",
-            str(self.options.matrix_path),
-            "--out",
-            str(self.options.out),
-            *self.options.extra_build_args,
-        ]
-        if self.options.push:
-            command.append("--push")
-            if self.options.registry_override:
-                command += ["--registry", self.options.registry_override]
-        return command
-
-    def build(self, cell: Cell) -> report.CellResult:
-        if self.stopping.is_set():
-            return self._result(cell, "interrupted", detail="not started: the run was interrupted")
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            self.command(cell),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
+    def expire(self) -> None:
+        """Cancel every cell running longer than its timeout."""
+        limit = self.options.cell_timeout_s
         with self._lock:
-            self._procs[cell.tag] = proc
-            self._started[cell.tag] = started
-        self.say(f"{cell.tag}: building (pid {proc.pid})")
-        timed_out = False
-        try:
-            _, stderr = proc.communicate(timeout=self.options.cell_timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _, stderr = self._interrupt(proc)
-        finally:
-            with self._lock:
-                self._procs.pop(cell.tag, None)
-        seconds = time.monotonic() - started
-        if timed_out:
-            detail = f"stopped after its timeout of {self.options.cell_timeout_s:.0f} s"
-            return self._result(cell, "timeout", build_s=seconds, detail=detail)
-        if self.stopping.is_set() and proc.returncode in (130, -signal.SIGINT, -signal.SIGKILL):
-            return self._result(cell, "interrupted", build_s=seconds, detail="interrupted")
-        errors = [line.removeprefix("error: ") for line in stderr.splitlines() if line.startswith("error: ")]
-        if proc.returncode == 0:
-            return self._result(cell, "passed", build_s=seconds)
-        return self._result(cell, "failed", build_s=seconds, detail=errors[0] if errors else stderr[-300:])
-
-    def _interrupt(self, proc: subprocess.Popen[str]) -> tuple[str, str]:
-        """SIGINT (the CLI cleans up and exits 130), then SIGKILL after a grace period."""
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.communicate(timeout=INTERRUPT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.communicate()
+            late = [
+                (tag, engine)
+                for tag, (engine, started) in self._running.items()
+                if time.monotonic() - started > limit
+            ]
+            for tag, _ in late:
+                self._why.setdefault(tag, "timeout")
+        for _, engine in late:
+            engine.cancel()
 
     def stop_all(self) -> None:
-        """Ctrl-C: stop starting builds and interrupt the running ones."""
+        """Ctrl-C: start nothing more and cancel every running cell."""
         self.stopping.set()
         with self._lock:
-            procs = list(self._procs.values())
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        killer = threading.Timer(INTERRUPT_GRACE_S, self._kill, args=(procs,))
-        killer.daemon = True
-        killer.start()
+            engines = list(self._running.items())
+            for tag, _ in engines:
+                self._why.setdefault(tag, "interrupted")
+        for _, (engine, _) in engines:
+            engine.cancel()
+
+    def build(self, cell: Cell) -> report.CellResult:
+        """Render, build, smoke-test, tag (and push) one cell; its result, whatever happens."""
+        if self.stopping.is_set():
+            return report.CellResult.for_tag(
+                cell.tag, "interrupted", detail="not started: the run was interrupted"
+            )
+        run_dir = self.options.run_dir / cell.tag
+        shutil.rmtree(run_dir, ignore_errors=True)
+        started = time.monotonic()
+        try:
+            engine = self.connect()
+        except BuilderError as exc:
+            return report.CellResult.for_tag(cell.tag, "failed", detail=str(exc))
+        with self._lock:
+            self._running[cell.tag] = (engine, started)
+        if self.stopping.is_set():
+            self.stop_all()
+        self.output.info(f"{cell.tag}: building")
+        try:
+            built = pipeline.build_cell(
+                engine,
+                self.renderer,
+                cell,
+                self.profile,
+                out=self.options.out,
+                run_dir=run_dir,
+                output=self.output,
+                lock_data=self.lock_data,
+            )
+            if self.publisher is not None:
+                for line in self.publisher.push(engine, cell, self.output).lines():
+                    self.output.info(f"{cell.tag}: {line}")
+        except StoppedError:
+            with self._lock:
+                why = self._why.get(cell.tag, "interrupted")
+            detail = (
+                f"stopped after its timeout of {self.options.cell_timeout_s:.0f} s"
+                if why == "timeout"
+                else "interrupted"
+            )
+            return self._result(cell, why, run_dir, build_s=time.monotonic() - started, detail=detail)
+        except BuilderError as exc:
+            return self._result(cell, "failed", run_dir, build_s=time.monotonic() - started, detail=str(exc))
+        except Exception as exc:  # one cell's crash must not take the other cells down
+            detail = f"crashed: {type(exc).__name__}: {exc}"
+            return self._result(cell, "failed", run_dir, build_s=time.monotonic() - started, detail=detail)
+        finally:
+            with self._lock:
+                self._running.pop(cell.tag, None)
+        return self._result(
+            cell,
+            "passed",
+            run_dir,
+            build_s=time.monotonic() - started,
+            size_bytes=built.size_bytes,
+            smoke=built.smoke.raw if built.smoke else None,
+        )
 
     @staticmethod
-    def _kill(procs: list[subprocess.Popen[str]]) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-
-    def _result(self, cell: Cell, status: str, **values: Any) -> report.CellResult:
-        folder = self.options.out / cell.tag
-        smoke_path = folder / "smoke-result.json"
-        facts: dict[str, Any] = {}
-        if status in ("passed", "failed") and smoke_path.exists():
-            facts = report.smoke_facts(json.loads(smoke_path.read_text()))
-        size = None
-        reference = pipeline.local_references(cell)[1]
-        if status == "passed" and self.engine.image_exists(reference):
-            size = int(self.engine.image_attrs(reference).get("Size", 0))
+    def _result(
+        cell: Cell, status: str, run_dir: Path, *, smoke: dict[str, Any] | None = None, **values: Any
+    ) -> report.CellResult:
+        """A cell's result; the smoke facts come from its report (a failed gate left it in the run folder)."""
+        smoke_path = run_dir / "smoke-result.json"
+        if smoke is None and status == "failed" and smoke_path.is_file():
+            smoke = json.loads(smoke_path.read_text(encoding="utf-8"))
+        facts = report.smoke_facts(smoke)
         if facts.get("detail") and values.get("detail"):
             facts.pop("detail")
-        log = folder / "build.log"
+        log = run_dir / "build.log"
         return report.CellResult.for_tag(
-            cell.tag,
-            status,
-            size_bytes=size,
-            log_path=str(log.resolve()) if log.exists() else None,
-            **{**facts, **values},
+            cell.tag, status, log_path=str(log.resolve()) if log.is_file() else None, **{**facts, **values}
         )
 
 
@@ -227,15 +246,18 @@ def run(
     profile: ResolvedProfile,
     lock_data: dict[str, Any] | None,
     options: NightlyOptions,
-    say: Callable[[str], None],
-    console: Console | None = None,
+    output: Output,
+    publisher: registry.Publisher | None = None,
+    connect: Callable[[], Engine] = Engine.connect,
 ) -> list[report.CellResult]:
-    """Plan, skip what is done, build the rest; returns one result per cell (order of `cells`)."""
-    engine = Engine.connect()
-    if "--mirror" not in options.extra_build_args:  # the builds use the nightly's profile, not $MIRROR's
-        options = replace(options, extra_build_args=[*options.extra_build_args, "--mirror", profile.name])
-    remote_hash = _remote_hash(options) if options.push else None
-    sync_floating = _floating_syncer(options) if options.push else None
+    """Plan, skip what is done, build the rest; one result per cell (order of `cells`).
+
+    With a publisher, "done" means the registry holds the content, and passed cells are pushed. Ctrl-C
+    raises NightlyInterrupted carrying the results so far.
+    """
+    engine = connect()
+    remote_hash = _remote_hash(publisher) if publisher is not None else None
+    sync_floating = _floating_syncer(publisher) if publisher is not None else None
 
     def resolve(ref: str) -> str | None:
         try:
@@ -250,7 +272,7 @@ def run(
         if planned.problem:
             results[tag] = report.CellResult.for_tag(tag, "failed", detail=planned.problem)
         elif already_done(planned, engine, remote_hash):
-            where = "in the registry" if options.push else "on the engine"
+            where = "in the registry" if publisher is not None else "on the engine"
             detail = f"same content hash {where}"
             try:
                 moved = sync_floating(planned.cell) if sync_floating is not None else []
@@ -259,27 +281,38 @@ def run(
                 continue
             if moved:
                 detail += f"; moved {', '.join(moved)} to it (left behind by an interrupted run)"
-                say(f"{tag}: {detail}")
+                output.info(f"{tag}: {detail}")
             results[tag] = report.CellResult.for_tag(tag, "cached", detail=detail)
         else:
             todo.append(planned.cell)
-    say(
+    output.info(
         f"nightly: {len(cells)} cells, {len(results)} decided without building "
         f"({sum(r.status == 'cached' for r in results.values())} cached), {len(todo)} to build"
     )
-    runner = BuildRunner(options, engine, say)
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool, _live(runner, console):
+    runner = CellRunner(
+        options,
+        renderer=renderer,
+        profile=profile,
+        lock_data=lock_data,
+        output=output.background(),
+        publisher=publisher,
+        connect=connect,
+    )
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool, _live(runner, output):
         futures: dict[Future[report.CellResult], Cell] = {pool.submit(runner.build, c): c for c in todo}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                runner.expire()
                 for future in done:
                     result = future.result()
                     results[result.tag] = result
-                    say(f"{result.tag}: {result.status}" + (f" ({result.detail})" if result.detail else ""))
+                    output.info(
+                        f"{result.tag}: {result.status}" + (f" ({result.detail})" if result.detail else "")
+                    )
         except KeyboardInterrupt:
-            say("nightly: interrupted: stopping every running build")
+            output.info("nightly: interrupted: stopping every running cell")
             runner.stop_all()
             for future in futures:
                 future.cancel()
@@ -289,24 +322,24 @@ def run(
                         cell.tag, "interrupted", detail="not started"
                     )
                 else:
-                    result = _wait_through_ctrl_c(future, say)
+                    result = _wait_through_ctrl_c(future, output)
                     results[result.tag] = result
             raise NightlyInterrupted([results[c.tag] for c in cells if c.tag in results]) from None
     return [results[c.tag] for c in cells]
 
 
-def _wait_through_ctrl_c(future: Future[report.CellResult], say: Callable[[str], None]) -> report.CellResult:
-    """The result of an interrupted build; another Ctrl-C does not abandon it (it would keep running)."""
+def _wait_through_ctrl_c(future: Future[report.CellResult], output: Output) -> report.CellResult:
+    """The result of a cancelled cell; another Ctrl-C does not abandon it (its clean-up would be lost)."""
     while True:
         try:
             return future.result()
         except KeyboardInterrupt:
-            say("nightly: still stopping the running builds (each is killed after its grace period)")
+            output.info("nightly: still stopping the running cells")
 
 
-def _live(runner: BuildRunner, console: Console | None) -> Any:
-    """Rich live view: one line per running cell with its elapsed time (a no-op without a console)."""
-    if console is None or not console.is_terminal:
+def _live(runner: CellRunner, output: Output) -> contextlib.AbstractContextManager[Any]:
+    """Rich live view: one line per running cell with its elapsed time (only on a terminal)."""
+    if not output.live:
         return contextlib.nullcontext()
 
     def table() -> Table:
@@ -315,27 +348,22 @@ def _live(runner: BuildRunner, console: Console | None) -> Any:
             view.add_row(tag, f"{seconds:6.0f} s")
         return view
 
-    return Live(get_renderable=table, console=console, refresh_per_second=2, transient=True)
+    return Live(get_renderable=table, console=output.console, refresh_per_second=2, transient=True)
 
 
-class NightlyInterrupted(Exception):
-    """Ctrl-C during a nightly: carries the results so far, for the report."""
+class NightlyInterrupted(StoppedError):
+    """Ctrl-C during a nightly: carries the results so far, for the partial report."""
 
     def __init__(self, results: list[report.CellResult]) -> None:
         super().__init__("interrupted")
         self.results = results
 
 
-def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
-    from builder.model import matrix as matrix_mod
-
-    spec = matrix_mod.parse(options.matrix_path)
-    target = registry.resolve_target(spec.registry.target, options.registry_override)
-    creds = registry.lookup_credentials(target.host)
-    http = registry.RegistryHttp(target.host, creds, insecure=target.insecure)
+def _remote_hash(publisher: registry.Publisher) -> Callable[[Cell], str | None]:
+    http = publisher.http()
 
     def remote(cell: Cell) -> str | None:
-        reference = target.reference(cell_immutable_tag(cell))
+        reference = publisher.target.reference(cell_immutable_tag(cell))
         try:
             return registry.remote_content_hash(http, reference)
         except (BuilderError, OSError):
@@ -344,16 +372,11 @@ def _remote_hash(options: NightlyOptions) -> Callable[[Cell], str | None]:
     return remote
 
 
-def _floating_syncer(options: NightlyOptions) -> Callable[[Cell], list[str]]:
+def _floating_syncer(publisher: registry.Publisher) -> Callable[[Cell], list[str]]:
     """For a cell the registry already holds: point floating tags that lag behind (a run interrupted between
     the immutable tag and the floating ones) at the immutable tag's manifest, registry-side."""
-    from builder.model import matrix as matrix_mod
-
-    spec = matrix_mod.parse(options.matrix_path)
-    target = registry.resolve_target(spec.registry.target, options.registry_override)
-    http = registry.RegistryHttp(
-        target.host, registry.lookup_credentials(target.host), insecure=target.insecure
-    )
+    target = publisher.target
+    http = publisher.http()
 
     def sync(cell: Cell) -> list[str]:
         immutable = cell_immutable_tag(cell)
@@ -384,3 +407,63 @@ def make_report(
         compat_diff=compat_diff,
         compat_notes=tuple(compat_notes),
     )
+
+
+@dataclass(frozen=True)
+class NightlyRun:
+    """A finished nightly: its report and where it was written."""
+
+    run: report.RunReport
+    json_path: Path
+    html_path: Path
+
+
+def nightly(m: Matrix, options: NightlyOptions, output: Output) -> NightlyRun:
+    """The `nightly` command: compat check, the run, the report (a partial one on Ctrl-C, then
+    StoppedError naming it)."""
+    started = dt.datetime.now(dt.UTC)
+    cells = m.select_or_all(options.only)
+    profile = profiles.resolve(m, options.mirror)
+    diff, notes = report.read_compat(options.compat)
+    publisher = None
+    if options.push:
+        publisher = registry.Publisher.resolve(m.spec.registry.target, options.registry_override)
+    try:
+        results = run(
+            cells,
+            renderer=Renderer(templates_for(m.path)),
+            profile=profile,
+            lock_data=lock.read(lock.lock_path(m.path)),
+            options=options,
+            output=output,
+            publisher=publisher,
+        )
+    except NightlyInterrupted as stop:
+        _, html_path = report.write_report(
+            make_report(stop.results, started, diff, notes), options.report_dir
+        )
+        raise StoppedError(f"interrupted: partial report in {html_path}") from None
+    run_report = make_report(results, started, diff, notes)
+    json_path, html_path = report.write_report(run_report, options.report_dir)
+    return NightlyRun(run_report, json_path, html_path)
+
+
+def summary_table(results: list[report.CellResult]) -> Table | None:
+    """The end-of-run table: every cell that was built or failed (cached ones are only counted)."""
+    rows = [r for r in results if r.status != "cached"]
+    if not rows:
+        return None
+    table = Table(title="nightly", show_lines=False)
+    for column in ("cell", "status", "build", "smoke", "size"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.tag,
+            r.status,
+            f"{r.build_s:.0f} s" if r.build_s is not None else "",
+            f"{r.smoke_s:.1f} s" if r.smoke_s is not None else "",
+            f"{r.size_bytes / 1e9:.2f} GB" if r.size_bytes else "",
+            (r.failing_check or r.detail or "")[:80],
+        )
+    return table

@@ -2,14 +2,13 @@
 
 The page shows one table per OS and variant (torch down, accelerator across), each cell coloured by
 status with its size, build and smoke times, the failing check and a link to its build log, plus the
-compat data diff (`python -m tools.update_compat --json`). Everything here is pure except
-`write_report`, which writes the two files.
+compat data diff (`python -m tools.update_compat --json`). Pure except the functions that read and write
+files: `write_report`, `save_result`, `load_results`, `record_cell`, `render_results`, `read_compat`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import os
 import shutil
@@ -17,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+import jinja2
 
 from builder.errors import ConfigError
 from builder.model.tags import parse_tag, version_tuple
@@ -179,25 +180,15 @@ def groups(results: Iterable[CellResult]) -> dict[tuple[str, str], list[CellResu
     return out
 
 
-CSS = """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem;color:#1b1f24}
-h1{font-size:1.5rem;margin:0 0 .25rem} h2{font-size:1.15rem;margin:2rem 0 .5rem}
-.meta{color:#57606a} nav a{margin-right:.75rem}
-table.grid{border-collapse:collapse;margin:.5rem 0}
-table.grid th,table.grid td{border:1px solid #d0d7de;padding:.3rem .45rem;vertical-align:top}
-table.grid th{background:#f6f8fa;text-align:left}
-td.empty{background:#fafbfc}
-td.cell{min-width:9rem} td.cell .tag{font-family:ui-monospace,monospace;font-size:.8rem;display:block}
-td.cell .st{font-weight:600;text-transform:uppercase;font-size:.75rem}
-td.cell .nums{font-size:.8rem;color:#333} td.cell .check{font-size:.8rem;color:#8b0000}
-.s-passed{background:#dafbe1} .s-failed{background:#ffd7d5} .s-timeout{background:#ffe3b3}
-.s-interrupted{background:#e6dcff} .s-skipped{background:#eaeef2} .s-cached{background:#ddf4ff}
-.legend span{display:inline-block;padding:.1rem .5rem;margin-right:.35rem;border:1px solid #d0d7de}
-ul.failures li{margin:.15rem 0} details{margin:1rem 0} summary{cursor:pointer}
-pre.diff{background:#f6f8fa;border:1px solid #d0d7de;padding:.75rem;overflow:auto;font-size:.8rem}
-pre.diff .add{color:#116329;background:#dafbe1} pre.diff .del{color:#82071e;background:#ffebe9}
-pre.diff .hunk{color:#0550ae}
-"""
+REPORT_TEMPLATE = "report.html.j2"  # in builder/resources/
+_PAGES = jinja2.Environment(
+    loader=jinja2.PackageLoader("builder", "resources"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
 
 
 def _fmt_size(size: int | None) -> str:
@@ -214,130 +205,68 @@ def _fmt_s(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-def _href(path: str) -> str:
-    return html.escape(path.replace(os.sep, "/"), quote=True)
+_PAGES.filters["size"] = _fmt_size
+_PAGES.filters["seconds"] = _fmt_s
 
 
-def _cell_html(result: CellResult) -> str:
-    e = html.escape
-    nums = [
-        f"size {_fmt_size(result.size_bytes)}" if result.size_bytes is not None else "",
-        f"build {_fmt_s(result.build_s)}" if result.build_s is not None else "",
-        f"smoke {_fmt_s(result.smoke_s)}" if result.smoke_s is not None else "",
-    ]
-    parts = [
-        f'<span class="tag">{e(result.tag)}</span>',
-        f'<span class="st">{e(result.status)}</span>',
-    ]
-    shown = " · ".join(n for n in nums if n)
-    if shown:
-        parts.append(f'<div class="nums">{e(shown)}</div>')
-    if result.failing_check:
-        parts.append(f'<div class="check">failed: {e(result.failing_check)}</div>')
-    if result.log_path:
-        parts.append(f'<a href="{_href(result.log_path)}">build log</a>')
-    title = f' title="{e(result.detail, quote=True)}"' if result.detail else ""
-    return (
-        f'<td class="cell s-{e(result.status)}" id="cell-{e(result.tag, quote=True)}" '
-        f'data-status="{e(result.status)}"{title}>{"".join(parts)}</td>'
-    )
+@dataclass(frozen=True)
+class _Grid:
+    """One table of the page: an OS and variant, torch down, accelerator across."""
+
+    os: str
+    variant: str
+    accelerators: list[str]
+    rows: list[tuple[str, list[CellResult | None]]]
+
+    @property
+    def id(self) -> str:
+        return f"{self.os}-{self.variant}".replace(".", "_")
+
+    @property
+    def count(self) -> int:
+        return sum(r is not None for _, row in self.rows for r in row)
 
 
-def _group_id(os_name: str, variant: str) -> str:
-    return f"{os_name}-{variant}".replace(".", "_")
-
-
-def _table(results: Sequence[CellResult]) -> str:
+def _grid(os_name: str, variant: str, results: Sequence[CellResult]) -> _Grid:
     accelerators = sorted({r.accelerator for r in results}, key=_accel_key)
     torches = sorted({r.torch for r in results}, key=version_tuple, reverse=True)
     by_pos = {(r.torch, r.accelerator): r for r in results}
-    head = "".join(f"<th>{html.escape(a)}</th>" for a in accelerators)
-    rows = []
-    for torch in torches:
-        cells = []
-        for accelerator in accelerators:
-            result = by_pos.get((torch, accelerator))
-            cells.append(_cell_html(result) if result else '<td class="empty"></td>')
-        rows.append(f"<tr><th>torch {html.escape(torch)}</th>{''.join(cells)}</tr>")
-    return (
-        f'<table class="grid"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )
+    rows = [(torch, [by_pos.get((torch, a)) for a in accelerators]) for torch in torches]
+    return _Grid(os_name, variant, accelerators, rows)
 
 
-def _diff_html(diff: str) -> str:
+def _diff_lines(diff: str) -> list[tuple[str, str]]:
+    """(css class, line) for a unified diff: headers and hunks, additions, removals."""
     lines = []
     for line in diff.splitlines():
-        css = ""
-        if line.startswith(("+++", "---")):
+        if line.startswith(("+++", "---", "@@")):
             css = "hunk"
         elif line.startswith("+"):
             css = "add"
         elif line.startswith("-"):
             css = "del"
-        elif line.startswith("@@"):
-            css = "hunk"
-        text = html.escape(line)
-        lines.append(f'<span class="{css}">{text}</span>' if css else text)
-    return '<pre class="diff">' + "\n".join(lines) + "</pre>"
+        else:
+            css = ""
+        lines.append((css, line))
+    return lines
 
 
 def render_html(run: RunReport, title: str = "pytorch-cuda-images nightly") -> str:
-    """The static HTML page of a run."""
-    e = html.escape
-    counts = run.counts
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no cells"
-    verdict = "all cells passed" if run.ok else "failures"
-    by_group = groups(run.results)
-    nav = " ".join(
-        f'<a href="#{_group_id(o, v)}">{e(o)} {e(v)} ({len(rs)})</a>' for (o, v), rs in by_group.items()
-    )
-    legend = "".join(f'<span class="s-{s}">{s}</span>' for s in STATUSES)
-    body = [
-        f"<h1>{e(title)}</h1>",
-        f'<p class="meta">started {e(run.started.isoformat(timespec="seconds"))}, finished '
-        f"{e(run.finished.isoformat(timespec='seconds'))} "
-        f"({_fmt_s((run.finished - run.started).total_seconds())}); {len(run.results)} cells: "
-        f"{e(summary)}: <strong>{verdict}</strong></p>",
-        f'<p class="legend">{legend}</p>',
-        f'<nav>{nav} <a href="#compat">compat data</a></nav>',
-    ]
-    bad = [r for r in sorted(run.results, key=_order) if r.bad]
-    if bad:
-        items = "".join(
-            f'<li><a href="#cell-{e(r.tag, quote=True)}">{e(r.tag)}</a>: {e(r.status)}'
-            + (f" ({e(r.failing_check)})" if r.failing_check else "")
-            + (f" - {e(r.detail)}" if r.detail else "")
-            + "</li>"
-            for r in bad
-        )
-        opened = " open" if len(bad) <= FAILURES_OPEN else ""
-        body.append(
-            f'<details id="failures"{opened}><summary><strong>Failures ({len(bad)})</strong></summary>'
-            f'<ul class="failures">{items}</ul></details>'
-        )
-    for (os_name, variant), results in by_group.items():
-        body.append(
-            f'<section id="{_group_id(os_name, variant)}"><h2>{e(os_name)} · {e(variant)}</h2>'
-            f"{_table(results)}</section>"
-        )
-    body.append('<section id="compat"><h2>Compatibility data</h2>')
-    if run.compat_diff:
-        body.append(
-            "<p>PyPI has releases that <code>builder/resources/compat.yaml</code> does not know yet. "
-            "Review this diff and apply it with <code>git apply</code>:</p>"
-        )
-        body.append(_diff_html(run.compat_diff))
-    else:
-        body.append("<p>compat data is current</p>")
-    if run.compat_notes:
-        body.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in run.compat_notes) + "</ul>")
-    body.append("</section>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)}</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+    """The static HTML page of a run (builder/resources/report.html.j2, every value escaped)."""
+    return _PAGES.get_template(REPORT_TEMPLATE).render(
+        title=title,
+        started=run.started.isoformat(timespec="seconds"),
+        finished=run.finished.isoformat(timespec="seconds"),
+        duration_s=(run.finished - run.started).total_seconds(),
+        results=run.results,
+        summary=", ".join(f"{n} {s}" for s, n in run.counts.items() if n) or "no cells",
+        ok=run.ok,
+        statuses=STATUSES,
+        groups=[_grid(o, v, rs) for (o, v), rs in groups(run.results).items()],
+        failures=[r for r in sorted(run.results, key=_order) if r.bad],
+        failures_open=FAILURES_OPEN,
+        diff_lines=_diff_lines(run.compat_diff),
+        notes=run.compat_notes,
     )
 
 
@@ -397,3 +326,69 @@ def load_results(paths: Iterable[Path]) -> list[CellResult]:
         if result.tag not in newest or newest[result.tag][0] <= mtime:
             newest[result.tag] = (mtime, result)
     return sorted((r for _, r in newest.values()), key=_order)
+
+
+def record_cell(
+    tag: str,
+    status: str,
+    *,
+    build_s: float | None,
+    size_bytes: int | None,
+    log: Path | None,
+    detail: str | None,
+    run_dir: Path,
+    out_dir: Path,
+) -> tuple[Path, CellResult]:
+    """`report cell`: one cell's result, its failing check read from `run_dir/<tag>/smoke-result.json`,
+    saved as `out_dir/<tag>.json`; (the file, the result)."""
+    tag = parse_tag(tag).tag
+    smoke_file = run_dir / tag / "smoke-result.json"
+    facts = smoke_facts(json.loads(smoke_file.read_text()) if smoke_file.is_file() else None)
+    if detail is not None:
+        facts["detail"] = detail
+    log_path = log or run_dir / tag / "build.log"
+    result = CellResult.for_tag(
+        tag,
+        status,
+        size_bytes=size_bytes,
+        build_s=build_s,
+        log_path=str(log_path) if log_path.is_file() else None,
+        **facts,
+    )
+    return save_result(result, out_dir), result
+
+
+def render_results(
+    paths: list[Path],
+    out_dir: Path,
+    *,
+    started: str | None = None,
+    compat: Path | None = None,
+) -> tuple[RunReport, Path]:
+    """`report render`: cell result files (or folders of them) as OUT/report.json and OUT/index.html, the
+    build logs copied into OUT/logs/; the run starts at `started` (ISO) or at the oldest result file."""
+    cells = load_results(paths)
+    now = dt.datetime.now(dt.UTC)
+    begin = dt.datetime.fromisoformat(started) if started else now
+    if not started:
+        files = [p for r in paths for p in ([r] if r.is_file() else r.rglob("*.json"))]
+        if files:
+            begin = dt.datetime.fromtimestamp(min(p.stat().st_mtime for p in files), dt.UTC)
+    diff, notes = read_compat(compat)
+    run = RunReport(begin, now, tuple(cells), compat_diff=diff, compat_notes=tuple(notes))
+    _, html_path = write_report(run, out_dir, copy_logs=True)
+    return run, html_path
+
+
+def read_compat(path: Path | None) -> tuple[str, list[str]]:
+    """The compat check's diff and notes from its JSON file (`python -m tools.update_compat --json`);
+    no file: nothing to show."""
+    if path is None:
+        return "", []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return str(raw["diff"]), [str(note) for note in raw["notes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{path}: not the JSON of `python -m tools.update_compat --json` (keys: current, diff, notes)"
+        ) from None

@@ -36,15 +36,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
-from rich.console import Console
 
 from builder.build.render import LABEL_PREFIX, cell_immutable_tag, floating_tags
 from builder.errors import ConfigError, RegistryError
 from builder.model.secrets import looks_secret, redact
+from builder.output import Output
 
 if TYPE_CHECKING:
     from builder.build.engine import Engine
     from builder.model.cell import Cell
+    from builder.model.matrix import Matrix
+    from builder.model.profiles import ResolvedProfile
 
 IMAGE_NAME = "pytorch-cuda-images"  # the local repository (builder.build.pipeline.LOCAL_REPOSITORY)
 CONTENT_HASH_LABEL = f"{LABEL_PREFIX}.content-hash"
@@ -564,8 +566,8 @@ class LayerProgress:
 
     DONE = ("Pushed", "Layer already exists", "Mounted from")
 
-    def __init__(self, console: Console, reference: str) -> None:
-        self.console = console
+    def __init__(self, output: Output, reference: str) -> None:
+        self.output = output
         self.reference = reference
         self._seen: dict[str, str] = {}
         self._progress: Any = None
@@ -573,14 +575,14 @@ class LayerProgress:
 
     @contextlib.contextmanager
     def live(self) -> Iterator[LayerProgress]:
-        if self.console.is_terminal:
+        if self.output.live:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
-                console=self.console,
+                console=self.output.console,
                 transient=True,
             ) as progress:
                 self._progress = progress
@@ -599,7 +601,7 @@ class LayerProgress:
         state = "Retrying" if status.startswith("Retrying") else status  # one line per countdown
         if status.startswith((*self.DONE, "Retrying")) and self._seen.get(layer) != state:
             self._seen[layer] = state
-            self.console.print(f"  layer {layer}: {status}", markup=False, highlight=False)
+            self.output.info(f"  layer {layer}: {status}")
 
 
 def _split(reference: str) -> tuple[str, str, str]:
@@ -622,13 +624,13 @@ def push_cell(
     creds: Credentials | None,
     *,
     policy: RetryPolicy,
-    console: Console,
+    output: Output,
     force: bool = False,
 ) -> PushResult:
     """Push a cell's image: skip when the registry has its content, else push and verify the immutable tag,
     then move the floating tags. A failure before the immutable tag is verified leaves floating tags alone."""
     try:
-        return _push_cell(engine, plan, target, creds, policy=policy, console=console, force=force)
+        return _push_cell(engine, plan, target, creds, policy=policy, output=output, force=force)
     except RegistryError as exc:
         if _AUTH.search(str(exc)):
             where = (
@@ -647,12 +649,12 @@ def _push_cell(
     creds: Credentials | None,
     *,
     policy: RetryPolicy,
-    console: Console,
+    output: Output,
     force: bool,
 ) -> PushResult:
     started = time.perf_counter()
     auth = _auth(creds)
-    say: Say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
+    say = output.info
     if not engine.image_exists(plan.local):
         raise RegistryError(f"no local image {plan.local}: build it first (`python -m builder build ...`)")
     attrs = engine.image_attrs(plan.local)
@@ -674,7 +676,7 @@ def _push_cell(
         digest = remote or ""
         say(f"{plan.immutable}: {skipped}; nothing to push")
     else:
-        digest = _push_verified(engine, plan.local, plan.immutable, auth, policy, console, say)
+        digest = _push_verified(engine, plan.local, plan.immutable, auth, policy, output)
     result = PushResult(plan=plan, digest=digest, skipped=skipped)
     for floating in plan.floating:
         current = with_retries(
@@ -689,7 +691,7 @@ def _push_cell(
         if skipped and f"{plan.repository}@{digest}" not in (attrs.get("RepoDigests") or []):
             _copy_manifest(http, plan.immutable, floating, digest, policy, say)
         else:
-            moved = _push_verified(engine, plan.local, floating, auth, policy, console, say)
+            moved = _push_verified(engine, plan.local, floating, auth, policy, output)
             if moved != digest:
                 raise RegistryError(f"{floating} got {moved}, not the immutable tag's {digest}")
         if engine.registry_digest(floating, auth=auth) != digest:
@@ -705,13 +707,13 @@ def _push_verified(
     reference: str,
     auth: dict[str, str] | None,
     policy: RetryPolicy,
-    console: Console,
-    say: Say,
+    output: Output,
 ) -> str:
     """Tag, push (with retries and per-layer progress) and check the registry's digest for `reference`."""
+    say = output.info
     engine.tag(local, reference)
     say(f"pushing {reference}")
-    progress = LayerProgress(console, reference)
+    progress = LayerProgress(output, reference)
 
     def attempt() -> str:
         with progress.live():
@@ -748,6 +750,64 @@ def _copy_manifest(
     with_retries(policy, f"moving {destination}", copy, say)
 
 
+@dataclass(frozen=True)
+class Publisher:
+    """Where pushes go and how: the target registry, its credentials and the retry policy."""
+
+    target: Target
+    creds: Credentials | None
+    policy: RetryPolicy
+
+    @classmethod
+    def resolve(
+        cls,
+        configured: str,
+        override: str | None,
+        *,
+        retries: int | None = None,
+        retry_max_s: float | None = None,
+    ) -> Publisher:
+        """From matrix.yaml's `registry.target` (or `--registry`), credentials from the environment."""
+        target = resolve_target(configured, override)
+        return cls(target, lookup_credentials(target.host), RetryPolicy.from_env(retries, retry_max_s))
+
+    def push(
+        self, engine: Engine, cell: Cell, output: Output, *, image: str | None = None, force: bool = False
+    ) -> PushResult:
+        """Push one built cell (`image`: another local image instead of its local immutable tag)."""
+        plan = plan_push(cell, self.target, local=image)
+        return push_cell(
+            engine, plan, self.target, self.creds, policy=self.policy, output=output, force=force
+        )
+
+    def http(self) -> RegistryHttp:
+        return RegistryHttp(self.target.host, self.creds, insecure=self.target.insecure)
+
+
+def push_cells(
+    publisher: Publisher,
+    cells: list[Cell],
+    output: Output,
+    *,
+    image: str | None = None,
+    force: bool = False,
+    create_project: bool = False,
+) -> list[tuple[Cell, PushResult]]:
+    """`push`: optionally create the Harbor project, then push each cell; stops at the first failure."""
+    from builder.build.engine import Engine
+
+    if image and len(cells) != 1:
+        raise ConfigError(f"--image {image} needs exactly one TAG ({len(cells)} selected)")
+    if create_project:
+        created = ensure_harbor_project(publisher.target, publisher.creds)
+        target = publisher.target
+        output.result(
+            f"Harbor project {target.project!r} on {target.host}: {'created' if created else 'exists'}"
+        )
+    engine = Engine.connect()
+    return [(cell, publisher.push(engine, cell, output, image=image, force=force)) for cell in cells]
+
+
 # --- base images replicated into the team registry -----------------------------------------------
 
 
@@ -767,7 +827,7 @@ def mirror_bases(
     to: str,
     *,
     policy: RetryPolicy,
-    console: Console,
+    output: Output,
     recorded: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[MirroredBase]:
@@ -776,7 +836,7 @@ def mirror_bases(
     Skips a base the target already holds with the source's digest (or with the digest `recorded` for
     its mirror reference, as in matrix.lock); the caller records the results in the lock data.
     """
-    say: Say = lambda line: console.print(line, markup=False, highlight=False)  # noqa: E731
+    say = output.info
     prefix = to.strip().rstrip("/")
     if prefix.startswith(("http://", "https://")) or looks_secret(prefix) or "@" in prefix:
         raise ConfigError(f"--to {to!r}: expected host[:port][/prefix] without scheme or credentials")
@@ -815,7 +875,7 @@ def mirror_bases(
             say,
         )
         engine.tag(image_id, mirror)
-        mirror_digest = _push_verified(engine, mirror, mirror, target_auth, policy, console, say)
+        mirror_digest = _push_verified(engine, mirror, mirror, target_auth, policy, output)
         if mirror_digest != digest:
             say(
                 f"note: {mirror} has digest {mirror_digest}, the source {digest} "
@@ -831,6 +891,56 @@ def select_bases(
     """{base path: source reference} for the cells (optionally filtered by tag globs)."""
     chosen = [c for c in cells if not only or any(fnmatch.fnmatchcase(c.tag, g) for g in only)]
     return {cell.base_image: source_for(cell) for cell in chosen}
+
+
+@dataclass(frozen=True)
+class MirroredSet:
+    """What `mirror-bases` did: every base copied or found, where, and the lock it recorded them in."""
+
+    done: list[MirroredBase]
+    destination: str
+    lock_file: Path
+    recorded_profile: str | None
+
+
+def mirror_matrix_bases(
+    matrix: Matrix,
+    cells: list[Cell],
+    *,
+    source: ResolvedProfile,
+    to: str | None,
+    registry: str | None,
+    record_profile: str | None,
+    policy: RetryPolicy,
+    output: Output,
+) -> MirroredSet:
+    """`mirror-bases`: copy the cells' bases from the `source` profile's registry to `to` (default: the
+    target registry's host); with `record_profile`, record the copies' digests in matrix.lock."""
+    from builder.build import lock
+    from builder.build.engine import Engine
+
+    if record_profile is not None and record_profile not in matrix.spec.mirrors.profiles:
+        raise ConfigError(
+            f"--profile {record_profile!r}: unknown mirror profile; "
+            f"allowed: {', '.join(matrix.spec.mirrors.profiles)}"
+        )
+    destination = to or resolve_target(matrix.spec.registry.target, registry).host
+    path = lock.lock_path(matrix.path)
+    recorded = lock.read(path)["bases"].get(record_profile or "", {}) or {}
+    done = mirror_bases(
+        Engine.connect(),
+        select_bases(cells, source.base_image),
+        destination,
+        policy=policy,
+        output=output,
+        recorded=recorded,
+    )
+    if record_profile is not None:
+        digests = {item.mirror: item.mirror_digest for item in done}
+        refs = {ref: ref for ref in [*recorded, *digests]}
+        text, _ = lock.updated_text(path, list(matrix.cells), record_profile, refs, digests.get)
+        path.write_text(text, encoding="utf-8")
+    return MirroredSet(done, destination, path, record_profile)
 
 
 # --- Harbor (only for --create-project; not part of the generic push path) -----------------------

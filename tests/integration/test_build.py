@@ -90,9 +90,27 @@ def test_build_log_is_written(cpu_build: subprocess.CompletedProcess[str], repo:
 
 def test_rebuild_is_cached_and_fast(cpu_build: subprocess.CompletedProcess[str], cli: Cli) -> None:
     started = time.monotonic()
-    result = cli("build", CPU_TAG)
+    result = cli("build", CPU_TAG, "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.monotonic() - started < 60
+    doc = json.loads(result.stdout)  # --json: the one document, the human lines on stderr
+    assert doc["tags"] == [CPU_IMAGE, "pytorch-cuda-images:2.13.0-cpu-debian12"]
+    assert doc["smoke"]["passed"] is True and len(doc["content_hash"]) == 64
+    assert f"run it: docker run --rm -it {CPU_IMAGE}" in result.stderr
+
+
+def test_smoke_json_is_one_document_on_stdout(cpu_build: subprocess.CompletedProcess[str], cli: Cli) -> None:
+    """`python -m builder smoke TAG --json | python -m json.tool` works."""
+    result = cli("smoke", CPU_TAG, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tool = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=result.stdout, capture_output=True, text=True, check=False
+    )
+    assert tool.returncode == 0, result.stdout[-2000:]
+    doc = json.loads(tool.stdout)
+    assert doc["passed"] is True and doc["tag"] == CPU_TAG
+    assert {c["name"] for c in doc["checks"]} >= {"python", "torch", "numpy"}
+    assert f"{CPU_IMAGE}: smoke tests passed" in result.stderr
 
 
 def test_no_engine_is_exit_3_with_one_line(cli: Cli) -> None:
@@ -112,6 +130,19 @@ def test_failed_build_names_the_step_and_tags_nothing(
     assert result.returncode == 1
     assert "build failed at Step" in result.stderr and "exit 7" in result.stderr
     assert "about-to-fail" in result.stderr  # the log tail
+    assert "Traceback" not in result.stderr
+    assert image_id(engine, CPU_IMAGE) == before
+
+
+def test_failed_pip_step_quotes_pips_error(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
+    before = image_id(engine, CPU_IMAGE)
+    missing = "pci-no-such-package==0.0.1"
+    add_override(project_copy, {"select": CPU_TAG, "snippet": f"RUN pip install --no-cache-dir {missing}"})
+    result = Cli(env=local_env, cwd=project_copy)("build", CPU_TAG, "--out", str(project_copy / "images"))
+    assert result.returncode == 1
+    first = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert first.startswith("error: build failed at Step")
+    assert f"No matching distribution found for {missing} (exit 1)" in first, first
     assert "Traceback" not in result.stderr
     assert image_id(engine, CPU_IMAGE) == before
 

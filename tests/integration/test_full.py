@@ -24,12 +24,12 @@ from unittest import mock
 import pytest
 import requests
 import yaml
-from rich.console import Console
 
 from builder.build import gate, pipeline
 from builder.build.engine import Engine
 from builder.build.render import SHIPPED_TEMPLATES, Renderer
 from builder.model import matrix, profiles
+from builder.output import Output
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
 from tools.sandbox import SandboxInfo
@@ -114,7 +114,7 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
             cell,
             profiles.resolve(m, "local"),
             out=workdir / "images",
-            console=Console(stderr=True),
+            output=Output(),
             run_smoke=False,
         )
     report = gate.run(engine, built.image_id)

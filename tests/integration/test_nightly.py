@@ -1,5 +1,8 @@
 """The nightly matrix run through the real CLI: skip by content hash, continue past failures, push, time out a
-hanging build, Ctrl-C, and builds N at a time. Registries are loopback `docker-registry` processes."""
+hanging build, Ctrl-C, and builds N at a time. Registries are loopback `docker-registry` processes.
+
+The run output (build logs, smoke results) lands in the report's run folder `cells/<tag>/`, never in the
+rendered images/ tree."""
 
 from __future__ import annotations
 
@@ -88,6 +91,16 @@ def nightly_args(tmp: Path, *extra: str) -> list[str]:
     ]
 
 
+def cell_log(tmp: Path, tag: str) -> Path:
+    """Where a nightly leaves a cell's build log: the run folder inside the report folder."""
+    return tmp / "report" / "cells" / tag / "build.log"
+
+
+def no_run_output_in_images(tmp: Path, tag: str) -> bool:
+    folder = tmp / "images" / tag
+    return not (folder / "build.log").exists() and not (folder / "smoke-result.json").exists()
+
+
 def report_results(tmp: Path) -> dict[str, dict[str, Any]]:
     data = json.loads((tmp / "report" / "report.json").read_text())
     return {r["tag"]: r for r in data["results"]}
@@ -171,7 +184,7 @@ def test_a_second_run_resumes_and_builds_nothing(cli: Cli, cpu_built: str, tmp_p
     seconds = time.monotonic() - started
     assert second.returncode == 0, second.stderr[-3000:]
     assert report_results(tmp_path / "2")[CPU_TAG]["status"] == "cached"
-    assert "0 to build" in second.stderr and ": building (pid" not in second.stderr
+    assert "0 to build" in second.stderr and f"{CPU_TAG}: building" not in second.stderr
     assert "1 cached" in second.stdout
     assert seconds < 10, f"a no-op nightly of one cell took {seconds:.1f} s"
 
@@ -243,7 +256,9 @@ def test_a_hanging_build_is_stopped_at_its_timeout(
     cell = report_results(tmp_path)[CPU_TAG]
     assert cell["status"] == "timeout" and "timeout of 20 s" in cell["detail"]
     assert seconds < 20 + 90, f"the nightly took {seconds:.0f} s to give up on a 20 s timeout"
-    assert step_output(tmp_path / "images" / CPU_TAG / "build.log", "hang-step")
+    assert step_output(cell_log(tmp_path, CPU_TAG), "hang-step")
+    assert cell["log_path"] == f"cells/{CPU_TAG}/build.log"  # the report links the run folder's log
+    assert no_run_output_in_images(tmp_path, CPU_TAG)
     left = wait_no_containers(engine, "hang-step")
     assert not left, f"dangling containers after the timeout: {left}"
     assert not tagged_from(engine, CPU_IMAGE, "hang-step")
@@ -262,7 +277,7 @@ def test_ctrl_c_stops_the_builds_writes_a_partial_report_and_moves_no_floating_t
     floating_before = push_registry.digest(REPOSITORY, CPU_TAG)
     assert floating_before
     tags_before = push_registry.tags(REPOSITORY)
-    log = tmp_path / "images" / CPU_TAG / "build.log"
+    log = cell_log(tmp_path, CPU_TAG)
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", *nightly_args(tmp_path, "--only", CPU_TAG, "--push")],
         cwd=project_copy,
@@ -295,36 +310,56 @@ def test_ctrl_c_stops_the_builds_writes_a_partial_report_and_moves_no_floating_t
     assert push_registry.digest(REPOSITORY, CPU_TAG) == floating_before
     assert push_registry.tags(REPOSITORY) == tags_before
     assert not tagged_from(engine, CPU_IMAGE, "long-step")
+    assert no_run_output_in_images(tmp_path, CPU_TAG)
+
+
+def test_a_failing_pip_step_is_named_by_pips_own_error_line(
+    cpu_built: str, project_copy: Path, local_env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = "pci-no-such-package==0.0.1"
+    add_override(project_copy, {"select": CPU_TAG, "snippet": f"RUN pip install --no-cache-dir {missing}"})
+    result = Cli(env=local_env, cwd=project_copy)(*nightly_args(tmp_path, "--only", CPU_TAG), timeout=600)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    cause = f"No matching distribution found for {missing}"
+    cell = report_results(tmp_path)[CPU_TAG]
+    assert cell["status"] == "failed"
+    assert cause in cell["detail"] and "returned a non-zero code" not in cell["detail"], cell["detail"]
+    failed = [line for line in result.stdout.splitlines() if line.startswith(f"FAILED {CPU_TAG}")]
+    assert failed and cause in failed[0], result.stdout
+    assert step_output(cell_log(tmp_path, CPU_TAG), f"ERROR: {cause}")
+    assert no_run_output_in_images(tmp_path, CPU_TAG)
 
 
 def test_jobs_2_runs_two_builds_at_once(
     local_env: dict[str, str],
-    engine,
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
-    """Two plannable cells (Debian 12 base, never built here) whose builds are a 3 s stand-in command."""
-    from builder.build import lock
+    """Two plannable cells (Debian 12 base, never built here) whose pipeline is a 3 s stand-in."""
+    from builder.build import lock, pipeline
     from builder.build.render import Renderer
     from builder.model import matrix, profiles
     from builder.operate import nightly
+    from builder.output import Output
 
     for name, value in local_env.items():
         if name.startswith(("SANDBOX_", "DOCKER_")):
             monkeypatch.setenv(name, value)
 
-    commands: list[list[str]] = []
+    profiles_used: list[str] = []
+    crash: set[str] = set()
 
-    class SleepRunner(nightly.BuildRunner):
-        def command(self, cell):  # type: ignore[no-untyped-def]
-            commands.append(super().command(cell))  # what would have run
-            return [sys.executable, "-c", "import time; time.sleep(3)"]
+    def stand_in(engine, renderer, cell, profile, **options):  # type: ignore[no-untyped-def]
+        profiles_used.append(profile.name)  # what the cell would have been built with
+        time.sleep(3)
+        if cell.tag in crash:
+            raise RuntimeError("stand-in crash")
+        return pipeline.BuiltCell(cell, "sha256:stand-in", [], "", 3.0, None, 0)
 
-    monkeypatch.setattr(nightly, "BuildRunner", SleepRunner)
+    monkeypatch.setattr(pipeline, "build_cell", stand_in)
     m = matrix.load(REPO / "matrix.yaml")
     cells = m.select(["2.12-cpu-debian12", "2.11-cpu-debian12"])
     assert len(cells) == 2
-    lines: list[str] = []
 
     def timed(jobs: int) -> tuple[float, list[Any]]:
         started = time.monotonic()
@@ -333,16 +368,19 @@ def test_jobs_2_runs_two_builds_at_once(
             renderer=Renderer(SHIPPED_TEMPLATES),
             profile=profiles.resolve(m, "local"),
             lock_data=lock.read(lock.lock_path(m.path)),
-            options=nightly.NightlyOptions(jobs=jobs, out=tmp_path / f"images-{jobs}", matrix_path=m.path),
-            say=lines.append,
+            options=nightly.NightlyOptions(jobs=jobs, out=tmp_path / f"images-{jobs}", report_dir=tmp_path),
+            output=Output(),
         )
         return time.monotonic() - started, results
 
-    monkeypatch.delenv("MIRROR", raising=False)
+    monkeypatch.setenv("MIRROR", "official")
     seconds, results = timed(2)
-    assert [r.status for r in results] == ["passed", "passed"], lines
-    for command in commands:  # each build gets the nightly's profile, whatever $MIRROR says
-        assert command[command.index("--mirror") + 1] == "local", command
+    assert [r.status for r in results] == ["passed", "passed"]
+    assert profiles_used == ["local", "local"]  # each cell gets the nightly's profile, whatever $MIRROR says
     assert seconds < 5.5, f"-j 2 took {seconds:.1f} s for two 3 s builds"
     serial, _ = timed(1)
     assert serial >= 6.0, f"-j 1 took {serial:.1f} s for two 3 s builds"
+    crash.add(cells[0].tag)  # one cell's crash is its result; the other cell still passes
+    _, results = timed(2)
+    assert [r.status for r in results] == ["failed", "passed"]
+    assert results[0].detail == "crashed: RuntimeError: stand-in crash"

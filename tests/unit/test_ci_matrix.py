@@ -15,7 +15,7 @@ import yaml
 from builder.errors import ConfigError
 from builder.operate import ci_matrix
 from tests.conftest import REPO, unavailable
-from tests.unit.test_cli import cli
+from tests.unit.conftest import InProcessCli
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
 GITLAB = REPO / ".gitlab-ci.yml"
@@ -35,18 +35,18 @@ def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture(scope="module")
-def github_matrix() -> dict[str, Any]:
+def github_matrix(cli: InProcessCli) -> dict[str, Any]:
     result = cli("ci-matrix", "--format", "github")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1  # one line, as $GITHUB_OUTPUT needs
     payload: dict[str, Any] = json.loads(result.stdout)
     return payload
 
 
 @pytest.fixture(scope="module")
-def child_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def child_pipeline(cli: InProcessCli, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = cli("ci-matrix", "--format", "gitlab")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     path = tmp_path_factory.mktemp("gitlab") / "child.yml"
     path.write_text(result.stdout)
     return path
@@ -74,7 +74,7 @@ def test_cuda_cells_get_gpu_runner_labels(github_matrix: dict[str, Any]) -> None
     assert not all(job["gpu"] for job in github_matrix["include"])
 
 
-def test_only_and_runner_options() -> None:
+def test_only_and_runner_options(cli: InProcessCli) -> None:
     result = cli(
         "ci-matrix",
         "--format",
@@ -86,7 +86,7 @@ def test_only_and_runner_options() -> None:
         "--cpu-runner",
         "x",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     include = json.loads(result.stdout)["include"]
     assert [j["tag"] for j in include] == [
         "2.9-cuda12.8-debian12",
@@ -98,9 +98,9 @@ def test_only_and_runner_options() -> None:
     assert all(j["runner"] == ["a100"] for j in include)
 
 
-def test_bad_format_and_glob_exit_2() -> None:
-    assert cli("ci-matrix", "--format", "jenkins").returncode == 2
-    assert cli("ci-matrix", "--only", "9.9-*").returncode == 2
+def test_bad_format_and_glob_exit_2(cli: InProcessCli) -> None:
+    assert cli("ci-matrix", "--format", "jenkins").exit_code == 2
+    assert cli("ci-matrix", "--only", "9.9-*").exit_code == 2
 
 
 def test_github_job_limit(default_matrix: Any) -> None:

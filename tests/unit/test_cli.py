@@ -1,4 +1,5 @@
-"""`python -m builder` as a user runs it: subprocesses, exit codes, one-line errors, no engine anywhere."""
+"""The command line: in-process through typer's CliRunner (the `cli` fixture), and as users run it
+(`python -m builder` subprocesses) for exit statuses, one-line errors and no traceback. No engine anywhere."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import Result
 
 from tests.conftest import REPO
+from tests.unit.conftest import NO_ENGINE, InProcessCli
 
-NO_ENGINE = "unix:///nonexistent/unit-tests-use-no-engine.sock"
 COMMANDS = ("list", "validate", "render", "explain", "build")
 
 
-def cli(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_module(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m builder ARGS` as a separate process."""
     env = {**os.environ, "DOCKER_HOST": NO_ENGINE, "PYTHONPATH": str(REPO), "COLUMNS": "120", "NO_COLOR": "1"}
     env.pop("MATRIX", None)
     env.pop("MIRROR", None)
@@ -32,7 +35,7 @@ def cli(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.Complet
     )
 
 
-def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+def error_lines(result: subprocess.CompletedProcess[str] | Result) -> list[str]:
     """stderr of a failed command: only `error: ...` lines, never a traceback."""
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     lines = result.stderr.splitlines()
@@ -42,9 +45,9 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def listed() -> list[str]:
+def listed(cli: InProcessCli) -> list[str]:
     result = cli("list")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     return result.stdout.splitlines()
 
 
@@ -60,9 +63,9 @@ def test_list_prints_one_tag_per_line(listed: list[str]) -> None:
         assert format_tag(parse_tag(line)) == line  # a canonical tag and nothing else
 
 
-def test_list_json(listed: list[str]) -> None:
+def test_list_json(cli: InProcessCli, listed: list[str]) -> None:
     result = cli("list", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
     assert isinstance(rows, list)
     assert [row["tag"] for row in rows] == listed
@@ -83,9 +86,9 @@ def test_list_json(listed: list[str]) -> None:
     assert full["base_image"] == "docker.io/nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04"
 
 
-def test_list_explain_drops(listed: list[str]) -> None:
+def test_list_explain_drops(cli: InProcessCli, listed: list[str]) -> None:
     result = cli("list", "--explain-drops")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[: len(listed)] == listed
     drops = {line.split(": ", 1)[0].removeprefix("# "): line for line in lines if line.startswith("# 2.")}
@@ -94,41 +97,41 @@ def test_list_explain_drops(listed: list[str]) -> None:
     assert not set(drops) & set(listed)
 
 
-def test_list_only_selects_by_glob() -> None:
+def test_list_only_selects_by_glob(cli: InProcessCli) -> None:
     result = cli("list", "--only", "2.13-cpu-*")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     tags = result.stdout.splitlines()
     assert "2.13-cpu-debian12" in tags
     assert all(tag.startswith("2.13-cpu-") for tag in tags)
 
 
-def test_validate_default_matrix() -> None:
+def test_validate_default_matrix(cli: InProcessCli) -> None:
     result = cli("validate")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "valid" in result.stdout
 
 
 def test_validate_missing_matrix_file() -> None:
-    result = cli("validate", "--matrix", "BAD")
+    result = run_module("validate", "--matrix", "BAD")
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert "BAD" in line
 
 
-def test_validate_bad_matrix_file(tmp_path: Path) -> None:
+def test_validate_bad_matrix_file(cli: InProcessCli, tmp_path: Path) -> None:
     bad = tmp_path / "matrix.yaml"
     bad.write_text(
         "axes:\n  torch: ['2.9']\n  accelerator: [cuda12.8]\n  os: [ubuntu22.04]\n  flavour: [slim]\n"
     )
     result = cli("validate", "--matrix", str(bad))
-    assert result.returncode == 2
+    assert result.exit_code == 2
     lines = error_lines(result)
     assert any(str(bad) in line and "flavour" in line for line in lines), lines
 
 
-def test_explain_a_cell() -> None:
+def test_explain_a_cell(cli: InProcessCli) -> None:
     result = cli("explain", "2.14-cuda13.0-debian12")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     rows = {}
     for line in result.stdout.splitlines():
         name, _, value = line.partition("  ")
@@ -143,9 +146,9 @@ def test_explain_a_cell() -> None:
     assert rows["wheel source"].startswith("PyPI")
 
 
-def test_explain_an_impossible_cell() -> None:
+def test_explain_an_impossible_cell(cli: InProcessCli) -> None:
     result = cli("explain", "2.9-cuda11.8-ubuntu20.04")
-    assert result.returncode == 2
+    assert result.exit_code == 2
     lines = error_lines(result)
     assert any("PyTorch 2.9 publishes no CUDA 11.8 wheels" in line for line in lines)
     assert result.stdout == ""
@@ -153,7 +156,7 @@ def test_explain_an_impossible_cell() -> None:
 
 def test_build_of_an_impossible_cell_fails_fast_without_an_engine() -> None:
     started = time.perf_counter()
-    result = cli("build", "2.9-cuda11.8-ubuntu20.04")
+    result = run_module("build", "2.9-cuda11.8-ubuntu20.04")
     elapsed = time.perf_counter() - started
     assert result.returncode == 2, result.stdout + result.stderr
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
@@ -172,7 +175,7 @@ def test_build_of_an_impossible_cell_fails_fast_without_an_engine() -> None:
 @pytest.mark.parametrize("command", ["explain", "build"])
 @pytest.mark.parametrize("tag", ["2.9-cuda11", "2.9_cuda12.8_ubuntu22.04", "torch-latest"])
 def test_malformed_tag_names_the_grammar(command: str, tag: str) -> None:
-    result = cli(command, tag)
+    result = run_module(command, tag)
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert f"malformed tag {tag!r}" in line
@@ -180,7 +183,7 @@ def test_malformed_tag_names_the_grammar(command: str, tag: str) -> None:
 
 
 def test_no_arguments_prints_help() -> None:
-    result = cli()
+    result = run_module()
     assert result.returncode in (0, 2)
     assert "Traceback" not in result.stderr
     text = result.stdout + result.stderr
@@ -189,15 +192,77 @@ def test_no_arguments_prints_help() -> None:
         assert command in text, command
 
 
-def test_help_lists_the_commands() -> None:
+def test_help_lists_the_commands(cli: InProcessCli) -> None:
     result = cli("--help")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
 
 
 def test_unknown_option_is_a_one_line_usage_error() -> None:
-    result = cli("list", "--bogus")
+    result = run_module("list", "--bogus")
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert "--bogus" in line
+
+
+# --- --json: exactly one JSON document on stdout -----------------------------------------------------------
+
+JSON_COMMANDS = {"list", "explain", "build", "smoke", "doctor", "nightly"}  # engine ones: integration tests
+
+
+def test_the_commands_with_json_are_known() -> None:
+    """A new `--json` option needs its one-document test (here, or in tests/integration with an engine)."""
+    from typer.main import get_command
+
+    from builder.cli import app
+
+    group = get_command(app)
+    with_json = {
+        name
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        if any("--json" in getattr(param, "opts", ()) for param in command.params)
+    }
+    assert with_json == JSON_COMMANDS
+
+
+def test_list_json_through_json_tool() -> None:
+    """`python -m builder list --json | python -m json.tool`: two real processes, as in a shell."""
+    listed = run_module("list", "--json", "--explain-drops")
+    assert listed.returncode == 0, listed.stderr
+    tool = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=listed.stdout, capture_output=True, text=True, check=False
+    )
+    assert tool.returncode == 0, tool.stderr
+    doc = json.loads(tool.stdout)
+    assert {"cells", "dropped"} == set(doc)
+    assert any(d["tag"] == "2.9-cuda11.8-ubuntu22.04" for d in doc["dropped"])
+
+
+def test_explain_json(cli: InProcessCli) -> None:
+    result = cli("explain", "2.14-cuda13.0-debian12", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["torch_version"] == "2.14.1"
+    assert doc["cuda_version"] == "13.0.3"
+    assert doc["immutable_tag"] == "2.14.1-cuda13.0.3-cudnn9-debian12"
+    assert doc["min_driver"] == "580.65.06"
+    assert doc["wheel_source"] == "pypi"
+    assert doc["python"] == "3.11"
+    assert result.stderr == ""
+
+
+def test_doctor_json_is_one_document_even_when_a_check_fails(cli: InProcessCli) -> None:
+    result = cli("doctor", "2.13-cpu-debian12", "--json")
+    assert result.exit_code == 1  # no engine answers here
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["engine"]["status"] == "fail"
+    assert "no Docker engine answers" in checks["engine"]["detail"]
+    assert checks["driver"]["status"] == "pass"
+
+
+def test_json_errors_leave_stdout_empty(cli: InProcessCli) -> None:
+    result = cli("explain", "2.9-cuda11.8-ubuntu20.04", "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert error_lines(result)

@@ -14,6 +14,7 @@ import pytest
 
 from builder.build.engine import _auth_secrets
 from builder.errors import ConfigError, RegistryError
+from builder.output import Output
 from builder.publish import push as registry
 from builder.publish.push import Credentials, RetryPolicy, Target
 
@@ -257,7 +258,7 @@ def test_mirror_target_is_checked_before_any_engine_call() -> None:
                 {"library/debian:12": "x.example.com/library/debian:12"},
                 bad,  # type: ignore[arg-type]
                 policy=RetryPolicy(),
-                console=registry.Console(),
+                output=Output(),
             )
 
 

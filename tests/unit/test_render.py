@@ -22,6 +22,7 @@ from builder.errors import ConfigError
 from builder.model import matrix
 from builder.model.cell import Cell
 from tests.conftest import REPO, unavailable
+from tests.unit.conftest import InProcessCli
 
 GOLDEN = REPO / "tests" / "golden"
 GOLDEN_FILES = ("Dockerfile", "cell.json")
@@ -409,53 +410,41 @@ def test_hadolint_catches_a_problem(tmp_path: Path) -> None:
 # --- render --check ---------------------------------------------------------------------------------------
 
 
-def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def test_render_check(tmp_path: Path) -> None:
+def test_render_check(cli: InProcessCli, tmp_path: Path) -> None:
     out = tmp_path / "images"
     result = cli("render", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     check = cli("render", "--check", "--out", str(out))
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.exit_code == 0, check.stdout + check.stderr
     assert "up to date" in check.stdout
 
     dockerfile_path = out / "2.13-cpu-debian12" / "Dockerfile"
     dockerfile_path.write_text(dockerfile_path.read_text() + "RUN true\n")
     check = cli("render", "--check", "--out", str(out))
-    assert check.returncode == 1
+    assert check.exit_code == 1
     assert f"stale: {dockerfile_path}" in check.stdout
     assert check.stdout.count("stale:") == 1
 
     cell_json = out / "2.9-cuda12.8-ubuntu22.04" / "cell.json"
     cell_json.unlink()
     check = cli("render", "--check", "--out", str(out))
-    assert check.returncode == 1
+    assert check.exit_code == 1
     assert f"missing: {cell_json}" in check.stdout
 
     orphan = out / "2.99-cpu-debian12"
     orphan.mkdir()
     (orphan / "Dockerfile").write_text("FROM scratch\n")
     check = cli("render", "--check", "--out", str(out))
-    assert check.returncode == 1
+    assert check.exit_code == 1
     assert f"stale: {orphan}/" in check.stdout
     assert "Traceback" not in check.stdout + check.stderr
 
     # rendering again repairs everything, removing the orphan cell folder
     result = cli("render", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert not orphan.exists()
     check = cli("render", "--check", "--out", str(out))
-    assert check.returncode == 0, check.stdout
+    assert check.exit_code == 0, check.stdout
 
 
 def test_write_is_idempotent_and_sets_modes(

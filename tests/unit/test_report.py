@@ -15,7 +15,7 @@ import pytest
 from builder.errors import ConfigError
 from builder.operate import report
 from builder.operate.report import CellResult, RunReport
-from tests.unit.test_cli import cli
+from tests.unit.conftest import InProcessCli
 
 START = dt.datetime(2026, 11, 25, 2, 17, tzinfo=dt.UTC)
 DIFF = """\
@@ -154,12 +154,29 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "<style>" in page
 
 
+def test_html_escapes_hostile_values_in_text_and_attributes() -> None:
+    hostile = CellResult.for_tag(
+        "2.13-cpu-debian12",
+        "failed",
+        failing_check="<script>alert(1)</script>",
+        detail='x" onmouseover="alert(2)',
+        log_path='logs/a"b/build.log',
+    )
+    page = report.render_html(sample_run(results=(hostile,), compat_diff="+<img src=x>\n"))
+    assert "<script" not in page.lower() and "<img" not in page
+    parsed = parse(page)
+    cell = next(a for t, a in parsed.tags if t == "td" and a.get("id") == "cell-2.13-cpu-debian12")
+    assert cell["title"] == 'x" onmouseover="alert(2)' and "onmouseover" not in cell
+    assert any(a.get("href") == 'logs/a"b/build.log' for t, a in parsed.tags if t == "a")
+    assert "failed: <script>alert(1)</script>" in " ".join(parsed.text)
+
+
 def test_html_failures_and_compat_diff() -> None:
     page = report.render_html(sample_run())
     assert 'id="failures"' in page
     assert "Failures (3)" in page  # failed, timeout, interrupted
-    assert '<span class="del">-    version: &quot;2.15.0&quot;</span>' in page
-    assert '<span class="add">+    version: &quot;2.15.1&quot;</span>' in page
+    assert '<span class="del">-    version: &#34;2.15.0&#34;</span>' in page  # Jinja2's autoescape
+    assert '<span class="add">+    version: &#34;2.15.1&#34;</span>' in page
     assert "torch 2.16 is new" in page
     current = report.render_html(sample_run(compat_diff="", compat_notes=()))
     assert "compat data is current" in current
@@ -200,7 +217,7 @@ def test_load_results_newest_per_tag(tmp_path: Path) -> None:
         report.load_results([second])
 
 
-def test_report_commands(tmp_path: Path) -> None:
+def test_report_commands(cli: InProcessCli, tmp_path: Path) -> None:
     images = tmp_path / "images"
     cell_dir = images / "2.9-cpu-ubuntu22.04"
     cell_dir.mkdir(parents=True)
@@ -221,7 +238,7 @@ def test_report_commands(tmp_path: Path) -> None:
     recorded = cli(
         "report", "cell", "2.9-cpu-ubuntu22.04", "--status", "failure", "--build-seconds", "61", *common
     )
-    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.exit_code == 0, recorded.stderr
     saved = json.loads((cells / "2.9-cpu-ubuntu22.04.json").read_text())
     assert saved["status"] == "failed"
     assert saved["failing_check"] == "numpy_interop"
@@ -230,11 +247,11 @@ def test_report_commands(tmp_path: Path) -> None:
     other = cli(
         "report", "cell", "2.13-cpu-debian12", "--status", "success", "--size-bytes", "1500000000", *common
     )
-    assert other.returncode == 0, other.stderr
-    assert cli("report", "cell", "2.13-cpu-debian12", "--status", "meh", *common).returncode == 2
+    assert other.exit_code == 0, other.stderr
+    assert cli("report", "cell", "2.13-cpu-debian12", "--status", "meh", *common).exit_code == 2
     out = tmp_path / "site"
     rendered = cli("report", "render", str(cells), "--out", str(out), cwd=tmp_path)
-    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.exit_code == 0, rendered.stderr
     assert "2 cells: 1 passed, 1 failed" in rendered.stdout
     page = (out / "index.html").read_text()
     assert "cell-2.9-cpu-ubuntu22.04" in page

@@ -1,0 +1,122 @@
+"""What a cell resolves to, as data (`list --json`, `explain --json`) and as labelled rows (`explain`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.build.render import cell_immutable_tag, floating_tags
+from builder.errors import ConfigError
+from builder.model import profiles
+from builder.model.cell import Cell
+from builder.model.matrix import Matrix
+
+
+def summary(cell: Cell) -> dict[str, Any]:
+    """The cell's coordinates and main versions (one row of `list --json`)."""
+    return {
+        "tag": cell.tag,
+        "immutable_tag": cell_immutable_tag(cell),
+        "floating_tags": floating_tags(cell),
+        "torch": cell.key.torch,
+        "torch_version": cell.torch_version,
+        "accelerator": cell.key.accelerator,
+        "cuda_version": cell.cuda_version,
+        "os": cell.key.os,
+        "variant": cell.variant,
+        "python": cell.python_version,
+        "base_image": cell.base_image_ref,
+    }
+
+
+def optional_profile(m: Matrix, name: str | None = None) -> profiles.ResolvedProfile | None:
+    """The chosen mirror profile, or None when its environment is not set (explain still works)."""
+    try:
+        return profiles.resolve(m, name)
+    except ConfigError:
+        return None
+
+
+def facts(cell: Cell, profile: profiles.ResolvedProfile | None) -> dict[str, Any]:
+    """Everything `explain` shows, as data."""
+    full = cell.variant == "full"
+    return {
+        **summary(cell),
+        "torchvision": cell.torchvision_version if full else None,
+        "torchaudio": cell.torchaudio_version if full else None,
+        "cudnn": cell.cudnn_version,
+        "nccl": cell.nccl_version,
+        "min_driver": cell.min_driver,
+        "arch_list": cell.arch_list,
+        "wheel_source": cell.wheel_source,
+        "wheel_index": cell.wheel_index or None,
+        "cuda_dev_base": cell.cuda_dev_base,
+        "toolkit_wheel": cell.toolkit_wheel,
+        "size_budget_gb": cell.size_budget_gb,
+        "warnings": list(cell.warnings),
+        "profile": None
+        if profile is None
+        else {
+            "name": profile.name,
+            "base_image": profile.base_image(cell),
+            "build_args": {k: v for k, v in profile.build_args(cell).items() if v},
+        },
+    }
+
+
+def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str, str]]:
+    """(label, text) rows for a person: exact versions, base image, wheel source, driver floor."""
+    full = cell.variant == "full"
+    audio = cell.torchaudio_version or "none released for this torch"
+    out: list[tuple[str, str]] = [
+        ("tag", cell.tag),
+        ("immutable tag", cell_immutable_tag(cell)),
+        ("floating tags", ", ".join(floating_tags(cell))),
+        ("torch", cell.torch_version),
+        ("torchvision", cell.torchvision_version + ("" if full else " (full variant only)")),
+        ("torchaudio", audio + ("" if full or not cell.torchaudio_version else " (full variant only)")),
+        ("accelerator", cell.key.accelerator),
+        ("CUDA", cell.cuda_version or "none (CPU build)"),
+        ("cuDNN", _cudnn_text(cell)),
+        ("NCCL", cell.nccl_version or "none"),
+        ("minimum driver", cell.min_driver or "none needed"),
+        ("GPU architectures", cell.arch_list or "none"),
+        (
+            "Python",
+            f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s python3, /opt/venv)",
+        ),
+        ("OS", f"{cell.os_family.capitalize()} {cell.os_version} ({cell.os_codename})"),
+        ("variant", cell.variant),
+        ("base image", cell.base_image_ref),
+        ("wheel source", _wheel_source(cell)),
+    ]
+    if cell.cuda_dev_base:
+        compiler = (
+            f"NVIDIA's cuda-toolkit wheels {cell.toolkit_wheel}"
+            if cell.cuda_dev_base == "wheels"
+            else "NVIDIA's cuDNN devel image"
+        )
+        out.append(("CUDA compiler", compiler))
+    out.append(("size budget", f"{cell.size_budget_gb} GB"))
+    if profile is not None:
+        out.append((f"mirror profile ({profile.name})", profile.base_image(cell)))
+        out += [(f"  {name}", value) for name, value in profile.build_args(cell).items() if value]
+    out += [("warning", warning) for warning in cell.warnings]
+    return out
+
+
+def _cudnn_text(cell: Cell) -> str:
+    if not cell.cudnn_version:
+        return "none"
+    if "." in cell.cudnn_version:
+        return cell.cudnn_version
+    return (
+        f"{cell.cudnn_version}.x (the {cell.wheel_index} build pins its own patch; the smoke test reports it)"
+    )
+
+
+def _wheel_source(cell: Cell) -> str:
+    if cell.wheel_source == "pypi":
+        return f"PyPI (the default Linux wheel carries CUDA {cell.cuda_minor}; no PyTorch index needed)"
+    if cell.wheel_source == "custom":
+        return f"custom index {cell.wheel_index}"
+    return f"PyTorch index {cell.wheel_index} (https://download.pytorch.org/whl/{cell.wheel_index})"
