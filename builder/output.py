@@ -62,7 +62,7 @@ class Output:
         self._lock = threading.RLock()
         self._document_written = False
         unicode = (self.console.encoding or "").lower().startswith("utf")
-        self._done, self._failed = ("✓", "✕") if unicode else ("done:", "failed:")
+        self._marks = ("▸", "✓", "✕") if unicode else ("->", "done:", "failed:")  # start, done, failed
 
     def background(self) -> Output:
         """The same streams and lock without live displays, for work running beside other work."""
@@ -92,7 +92,8 @@ class Output:
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
         """A timed step: `title` when it starts, its duration (and whether it failed) when it ends."""
-        self.info(f"▸ {title}" if self._done == "✓" else f"-> {title}")
+        start, done, failed = self._marks
+        self.info(f"{start} {title}")
         started = time.perf_counter()
         ok = False
         try:
@@ -101,8 +102,7 @@ class Output:
         finally:
             seconds = time.perf_counter() - started
             self.steps.append(StepTiming(title, seconds, ok))
-            mark = self._done if ok else self._failed
-            self.info(f"{mark} {title} ({seconds:.1f} s)")
+            self.info(f"{done if ok else failed} {title} ({seconds:.1f} s)")
 
     @contextlib.contextmanager
     def progress(self, label: str) -> Iterator[Callable[[int, int, str], None]]:

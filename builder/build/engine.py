@@ -99,6 +99,10 @@ class Engine:
             raise EngineUnavailableError(engine_hint()) from None
         return cls(client=client)
 
+    def close(self) -> None:
+        """Close the connection to the engine (this object is done)."""
+        self.client.close()
+
     # --- cancellation ---------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop this engine's work now (thread-safe; idempotent)."""

@@ -179,8 +179,9 @@ class CellRunner:
             return report.CellResult.for_tag(cell.tag, "failed", detail=str(exc))
         with self._lock:
             self._running[cell.tag] = (engine, started)
-        if self.stopping.is_set():
-            self.stop_all()
+            if self.stopping.is_set():  # Ctrl-C came while this cell was connecting
+                self._why.setdefault(cell.tag, "interrupted")
+                engine.cancel()
         self.output.info(f"{cell.tag}: building")
         try:
             built = pipeline.build_cell(
@@ -196,23 +197,23 @@ class CellRunner:
             if self.publisher is not None:
                 for line in self.publisher.push(engine, cell, self.output).lines():
                     self.output.info(f"{cell.tag}: {line}")
-        except StoppedError:
+        except BuilderError as exc:
+            seconds = time.monotonic() - started
+            if not (isinstance(exc, StoppedError) or engine.cancelled):
+                return self._result(cell, "failed", run_dir, build_s=seconds, detail=str(exc))
             with self._lock:
                 why = self._why.get(cell.tag, "interrupted")
-            detail = (
-                f"stopped after its timeout of {self.options.cell_timeout_s:.0f} s"
-                if why == "timeout"
-                else "interrupted"
+            detail = f"stopped after its timeout of {self.options.cell_timeout_s:.0f} s"
+            return self._result(
+                cell, why, run_dir, build_s=seconds, detail=detail if why == "timeout" else why
             )
-            return self._result(cell, why, run_dir, build_s=time.monotonic() - started, detail=detail)
-        except BuilderError as exc:
-            return self._result(cell, "failed", run_dir, build_s=time.monotonic() - started, detail=str(exc))
         except Exception as exc:  # one cell's crash must not take the other cells down
             detail = f"crashed: {type(exc).__name__}: {exc}"
             return self._result(cell, "failed", run_dir, build_s=time.monotonic() - started, detail=detail)
         finally:
             with self._lock:
                 self._running.pop(cell.tag, None)
+            engine.close()
         return self._result(
             cell,
             "passed",
