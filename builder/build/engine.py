@@ -39,6 +39,7 @@ from builder.model.secrets import redact
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # A tool's own error line in a build log: pip's `ERROR: ...`, apt's `E: ...` (BuildKit prefixes `#7 1.23 `).
 TOOL_ERROR_RE = re.compile(r"^(?:#\d+ [\d.]+ )?(?P<kind>ERROR|E): (?P<message>\S.*)$")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the classic builder colours a step's stderr red
 LOG_TAIL_LINES = 30
 CONTAINER_LABEL = "dev.pytorch-cuda-images.role"
 
@@ -471,7 +472,9 @@ def tool_error(lines: Sequence[str]) -> str | None:
     distribution found for ..."); apt prints its cause first ("E: Unable to locate package ..."), then
     consequences, so for apt the first line of that last run of `E:` lines is taken.
     """
-    found = [(i, m) for i, line in enumerate(lines) if (m := TOOL_ERROR_RE.match(line.strip()))]
+    found = [
+        (i, m) for i, line in enumerate(lines) if (m := TOOL_ERROR_RE.match(ANSI_RE.sub("", line).strip()))
+    ]
     if not found:
         return None
     index, match = found[-1]

@@ -40,6 +40,16 @@ def test_the_last_tool_to_fail_wins() -> None:
     assert tool_error([*mixed, "E: Unable to locate package libbar1"]) == "Unable to locate package libbar1"
 
 
+def test_colours_are_read_through() -> None:
+    """The classic builder wraps a step's stderr in red: `ESC[91mERROR: ...` then `ESC[0m`."""
+    coloured = [
+        "\x1b[91mERROR: No matching distribution found for pci-no-such-package==0.0.1",
+        "\x1b[0m",
+        "Removing intermediate container 28adfd198657",
+    ]
+    assert tool_error(coloured) == "No matching distribution found for pci-no-such-package==0.0.1"
+
+
 def test_buildkit_prefixes_are_read_through() -> None:
     assert tool_error(["#9 3.412 ERROR: No matching distribution found for x==1"]) == (
         "No matching distribution found for x==1"
