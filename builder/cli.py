@@ -71,6 +71,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on s
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")]
 MirrorOption = Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")]
 DEFAULT_OUT = Path("images")
+WheelCacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--wheel-cache",
+        envvar="WHEEL_CACHE",
+        help="Fetch wheels through a caching PyPI proxy (devpi-server) that keeps them in DIR.",
+    ),
+]
+WheelCacheOfflineOption = Annotated[
+    bool, typer.Option("--wheel-cache-offline", help="Serve only what the wheel cache holds; no upstream.")
+]
 RegistryOption = Annotated[
     str | None,
     typer.Option("--registry", envvar="REGISTRY", help="host[:port]/project (default: matrix.yaml)."),
@@ -181,6 +192,8 @@ def build(
     push: Annotated[bool, typer.Option("--push", help="Push to the registry after the tag step.")] = False,
     registry: RegistryOption = None,
     as_json: JsonOption = False,
+    wheel_cache: WheelCacheOption = None,
+    wheel_cache_offline: WheelCacheOfflineOption = False,
 ) -> None:
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from builder.build import pipeline
@@ -196,6 +209,8 @@ def build(
         require_gpu=require_gpu,
         smoke_timeout=smoke_timeout,
         nocache=no_cache,
+        wheel_cache=wheel_cache,
+        wheel_cache_offline=wheel_cache_offline,
     )
     tag = built.cell.tag
     size_gb = built.size_bytes / 1e9
@@ -506,6 +521,8 @@ def nightly(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the cells are rendered.")] = DEFAULT_OUT,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     as_json: Annotated[bool, typer.Option("--json", help="The run report, alone on stdout.")] = False,
+    wheel_cache: WheelCacheOption = None,
+    wheel_cache_offline: WheelCacheOfflineOption = False,
 ) -> None:
     """Build the whole matrix (or --only): skip cells already built/pushed, continue past failures, report."""
     from builder.operate import nightly as nightly_mod
@@ -522,6 +539,8 @@ def nightly(
         only=only,
         mirror=mirror,
         compat=compat,
+        wheel_cache=wheel_cache,
+        wheel_cache_offline=wheel_cache_offline,
     )
     done = nightly_mod.nightly(matrix_mod.load(matrix), options, out)
     results = list(done.run.results)
@@ -533,6 +552,10 @@ def nightly(
         f"nightly: {len(results)} cells: " + ", ".join(f"{n} {status}" for status, n in counts.items())
     )
     out.result(f"report: {done.html_path} ({done.json_path})")
+    if wheel_cache:
+        out.result(
+            f"wheel cache: {done.wheel_cache_fetched / 1e9:.2f} GB fetched upstream this run ({wheel_cache})"
+        )
     if done.run.compat_diff:
         out.result("compat check: the data lacks newer releases; see the report for the proposed diff")
     bad = [r for r in results if r.bad]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import gate, lock
+from builder.build import wheel_cache as wheel_cache_mod
 from builder.build.engine import Engine
 from builder.build.render import (
     CA_PLACEHOLDER,
@@ -56,8 +57,12 @@ def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> d
 
 
 def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], base_digest: str) -> str:
-    """The content hash a build of this input carries (label `content-hash`): context, args, base digest."""
-    return content_hash(context, {**build_args, "BASE_DIGEST": base_digest})
+    """The content hash a build of this input carries (label `content-hash`): context, args, base digest.
+
+    The build-time index (a wheel cache) only changes where the same files come from, so it is left out.
+    """
+    args = {key: value for key, value in build_args.items() if key != "PIP_BUILD_INDEX_URL"}
+    return content_hash(context, {**args, "BASE_DIGEST": base_digest})
 
 
 def _git_revision(repo: Path) -> str:
@@ -184,24 +189,28 @@ def build(
     require_gpu: bool = False,
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
+    wheel_cache: Path | None = None,
+    wheel_cache_offline: bool = False,
 ) -> BuiltCell:
-    """`build`: resolve TAG and its mirror profile, then build, smoke-test and tag it."""
+    """`build`: resolve TAG and its mirror profile, then build, smoke-test and tag it (with wheel_cache:
+    pip fetches through the caching proxy in that folder)."""
     cell = m.cell(tag)
     profile = profiles.resolve(m, mirror)
     for warning in cell.warnings:
         output.warning(warning)
-    return build_cell(
-        Engine.connect(),
-        Renderer(templates_for(m.path)),
-        cell,
-        profile,
-        lock_data=lock.read(lock.lock_path(m.path)),
-        out=out,
-        output=output,
-        require_gpu=require_gpu,
-        smoke_timeout=smoke_timeout,
-        nocache=nocache,
-    )
+    with wheel_cache_mod.serving(wheel_cache, profile, offline=wheel_cache_offline) as build_profile:
+        return build_cell(
+            Engine.connect(),
+            Renderer(templates_for(m.path)),
+            cell,
+            build_profile,
+            lock_data=lock.read(lock.lock_path(m.path)),
+            out=out,
+            output=output,
+            require_gpu=require_gpu,
+            smoke_timeout=smoke_timeout,
+            nocache=nocache,
+        )
 
 
 def run_hint(built: BuiltCell) -> str:

@@ -42,6 +42,7 @@ class ResolvedProfile:
     trusted_host: bool
     ca_bundle: Path | None
     lock_bases: bool
+    build_pypi: str = ""  # the index pip uses during builds when not `pypi` (a wheel cache); never baked
 
     def base_image(self, cell: Cell) -> str:
         """The base image reference with the registry prefix rewritten (mirror / proxy cache)."""
@@ -61,6 +62,7 @@ class ResolvedProfile:
             "APT_SECURITY_MIRROR": self.apt[f"{family}_security"],
             "PIP_INDEX_URL": self.pypi,
             "PIP_TRUSTED_HOST": (urlparse(self.pypi).hostname or "") if self.trusted_host else "",
+            "PIP_BUILD_INDEX_URL": self.build_pypi,
             "CONDA_CHANNEL": self.conda,
             "TORCH_INDEX_URL": torch_url if self.pytorch_layout == "index" else "",
             "TORCH_FIND_LINKS": torch_url if self.pytorch_layout == "find-links" else "",
@@ -118,15 +120,14 @@ def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) 
     against the host's CAs plus the profile's `ca_bundle`, as the image will check it.
     """
     args = profile.build_args(cell)
-    urls = [args["PIP_INDEX_URL"], args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
+    pip_index = args["PIP_BUILD_INDEX_URL"] or args["PIP_INDEX_URL"]
+    urls = [pip_index, args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
     problems: list[str] = []
     tls = ssl.create_default_context()
     if profile.ca_bundle is not None:
         tls.load_verify_locations(cafile=str(profile.ca_bundle))
     opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({})
-        if _is_loopback(args["PIP_INDEX_URL"])
-        else urllib.request.ProxyHandler(),
+        urllib.request.ProxyHandler({}) if _is_loopback(pip_index) else urllib.request.ProxyHandler(),
         urllib.request.HTTPSHandler(context=tls),
     )
     for url in dict.fromkeys(u for u in urls if u):

@@ -26,7 +26,7 @@ from typing import Any
 from rich.live import Live
 from rich.table import Table
 
-from builder.build import lock, pipeline
+from builder.build import lock, pipeline, wheel_cache
 from builder.build.engine import Engine
 from builder.build.render import Renderer, cell_immutable_tag, floating_tags, templates_for
 from builder.errors import BuilderError, RegistryError, StoppedError
@@ -64,6 +64,8 @@ class NightlyOptions:
     only: list[str] | None = None  # tag globs; None: every cell
     mirror: str | None = None  # mirror profile; None: the matrix's default
     compat: Path | None = None  # `python -m tools.update_compat --json` output, shown in the report
+    wheel_cache: Path | None = None  # a caching PyPI proxy's folder: each wheel fetched upstream once
+    wheel_cache_offline: bool = False  # the proxy serves only what the folder holds
 
     @property
     def run_dir(self) -> Path:
@@ -417,6 +419,7 @@ class NightlyRun:
     run: report.RunReport
     json_path: Path
     html_path: Path
+    wheel_cache_fetched: int = 0  # bytes the wheel cache fetched from the upstream index in this run
 
 
 def nightly(m: Matrix, options: NightlyOptions, output: Output) -> NightlyRun:
@@ -429,16 +432,18 @@ def nightly(m: Matrix, options: NightlyOptions, output: Output) -> NightlyRun:
     publisher = None
     if options.push:
         publisher = registry.Publisher.resolve(m.spec.registry.target, options.registry_override)
+    held_before = wheel_cache.stored_bytes(options.wheel_cache) if options.wheel_cache else 0
     try:
-        results = run(
-            cells,
-            renderer=Renderer(templates_for(m.path)),
-            profile=profile,
-            lock_data=lock.read(lock.lock_path(m.path)),
-            options=options,
-            output=output,
-            publisher=publisher,
-        )
+        with wheel_cache.serving(options.wheel_cache, profile, offline=options.wheel_cache_offline) as cached:
+            results = run(
+                cells,
+                renderer=Renderer(templates_for(m.path)),
+                profile=cached,
+                lock_data=lock.read(lock.lock_path(m.path)),
+                options=options,
+                output=output,
+                publisher=publisher,
+            )
     except NightlyInterrupted as stop:
         _, html_path = report.write_report(
             make_report(stop.results, started, diff, notes), options.report_dir
@@ -446,7 +451,8 @@ def nightly(m: Matrix, options: NightlyOptions, output: Output) -> NightlyRun:
         raise StoppedError(f"interrupted: partial report in {html_path}") from None
     run_report = make_report(results, started, diff, notes)
     json_path, html_path = report.write_report(run_report, options.report_dir)
-    return NightlyRun(run_report, json_path, html_path)
+    fetched = wheel_cache.stored_bytes(options.wheel_cache) - held_before if options.wheel_cache else 0
+    return NightlyRun(run_report, json_path, html_path, fetched)
 
 
 def summary_table(results: list[report.CellResult]) -> Table | None:
