@@ -7,7 +7,10 @@ the pieces a build needs and serves them on 127.0.0.1 only:
 
 * ``dockerd`` (started in the background when no engine answers),
 * a plain-HTTP ``docker-registry`` holding a debootstrapped Debian 12 base image,
-* ``pypiserver`` over a folder of wheels fetched once with ``pip download``.
+* ``pypiserver`` over a folder of wheels fetched once with ``pip download``,
+* with ``up(with_proxy=True)``, the wheel cache (``builder.operate.wheel_cache``: devpi-server on
+  127.0.0.1:3141 caching PyPI), so builds with ``--wheel-cache $SANDBOX_WHEEL_CACHE`` fetch any
+  wheel on demand, once; ``proxy_offline=True`` serves only what it holds.
 
 State (logs, pid files, caches, registry storage, wheels) lives in a state
 directory outside the repository, so clean checkouts reuse it.  ``up()`` is
@@ -39,6 +42,7 @@ import typer
 
 from builder.cli import run_cli
 from builder.errors import BuilderError
+from builder.operate import wheel_cache
 
 
 class SandboxError(BuilderError):
@@ -50,6 +54,7 @@ DEFAULT_STATE_DIR = Path(os.environ.get("SANDBOX_DIR", "/var/tmp/pytorch-cuda-im
 HOST = "127.0.0.1"
 DEFAULT_REGISTRY_PORT = 5000
 DEFAULT_PYPI_PORT = 8080
+DEFAULT_PROXY_PORT = 3141
 
 BASE_REPOSITORY = "library/debian"
 BASE_TAG = "12"
@@ -112,13 +117,19 @@ class SandboxInfo:
     base_image: str  # "127.0.0.1:5000/library/debian:12" (debootstrapped Debian 12, pushed)
     state_dir: Path
 
+    @property
+    def wheel_cache(self) -> Path:
+        """The wheel cache's folder (its server runs after ``up --proxy``; a build starts it otherwise)."""
+        return self.state_dir / "wheel-cache"
+
     def profile_env(self) -> dict[str, str]:
-        """The variables the ``local`` mirror profile reads."""
+        """The variables the ``local`` and ``local-pypi`` mirror profiles (and --wheel-cache) read."""
         return {
             "SANDBOX_REGISTRY": self.registry,
             "SANDBOX_PYPI_URL": self.pypi_url,
             "SANDBOX_BASE_IMAGE": self.base_image,
             "SANDBOX_CA_BUNDLE": HOST_CA_BUNDLE if Path(HOST_CA_BUNDLE).is_file() else "",
+            "SANDBOX_WHEEL_CACHE": str(self.wheel_cache),
         }
 
 
@@ -623,6 +634,22 @@ def _ensure_pypiserver(state_dir: Path, info: SandboxInfo, log: Log, notes: list
 # --------------------------------------------------------------------------- public API
 
 
+def _ensure_proxy(info: SandboxInfo, offline: bool, notes: list[str]) -> None:
+    """The wheel cache's server on its fixed port, caching PyPI (restarted when the mode differs)."""
+    try:
+        server, started = wheel_cache.start(
+            info.wheel_cache,
+            [PIP_INDEX_URL],
+            offline=offline,
+            port=_port("SANDBOX_PROXY_PORT", DEFAULT_PROXY_PORT),
+            ca_bundle=Path(PIP_CERT) if Path(PIP_CERT).is_file() else None,
+        )
+    except BuilderError as err:
+        raise SandboxError(str(err)) from None
+    mode = "offline" if server.offline else "online"
+    notes.append(f"{'started' if started else 'answers'} {mode} at {server.index_url(PIP_INDEX_URL)}")
+
+
 def _write_profile(info: SandboxInfo) -> None:
     text = "".join(f"{key}={value}\n" for key, value in info.profile_env().items())
     path = info.state_dir / "profile.env"
@@ -630,7 +657,14 @@ def _write_profile(info: SandboxInfo) -> None:
         path.write_text(text)
 
 
-def up(state_dir: Path = DEFAULT_STATE_DIR, *, with_cuda: bool = False, log: Log = print) -> SandboxInfo:
+def up(
+    state_dir: Path = DEFAULT_STATE_DIR,
+    *,
+    with_cuda: bool = False,
+    with_proxy: bool = False,
+    proxy_offline: bool = False,
+    log: Log = print,
+) -> SandboxInfo:
     """Bring the sandbox up (idempotent; seconds when everything is already there)."""
     state_dir = Path(state_dir).resolve()
     info = sandbox_info(state_dir)
@@ -647,6 +681,8 @@ def up(state_dir: Path = DEFAULT_STATE_DIR, *, with_cuda: bool = False, log: Log
         if with_cuda:
             steps.append(("wheels cuda", lambda n: _ensure_wheels(state_dir, "cuda", CUDA_REQUIREMENTS, n)))
         steps.append(("pypiserver", lambda n: _ensure_pypiserver(state_dir, info, log, n)))
+        if with_proxy:
+            steps.append(("wheel cache", lambda n: _ensure_proxy(info, proxy_offline, n)))
         for name, action in steps:
             step_start = time.monotonic()
             with _step(log, name) as notes:
@@ -679,6 +715,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, purge: bool = False) -> None:
             )
         for name, marker in _SERVICES:
             _stop(state_dir, name, marker)
+        wheel_cache.stop(sandbox_info(state_dir).wheel_cache)
     if purge:
         shutil.rmtree(state_dir)
 
@@ -690,6 +727,7 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     stamps = state_dir / "stamps"
     groups = [p.name.removeprefix("wheels-") for p in sorted(stamps.glob("wheels-*"))]
     registry_up = _registry_answers(info.registry)
+    proxy = wheel_cache.running(info.wheel_cache)
     return {
         **{key: str(value) for key, value in asdict(info).items()},
         "engine": engine_answers(),
@@ -698,6 +736,11 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
         "pypi_answers": _pypi_answers(info.pypi_url),
         "wheel_groups": groups,
         "pids": {name: _running(state_dir, name, marker) for name, marker in _SERVICES},
+        "wheel_cache": {
+            "url": proxy.index_url(PIP_INDEX_URL) if proxy else None,
+            "offline": proxy.offline if proxy else None,
+            "stored_bytes": wheel_cache.stored_bytes(info.wheel_cache),
+        },
     }
 
 
@@ -717,10 +760,20 @@ StateDirOption = Annotated[
 @app.command("up")
 def up_command(
     cuda: Annotated[bool, typer.Option("--cuda", help="Also fetch the CUDA 13.0 wheels.")] = False,
+    proxy: Annotated[bool, typer.Option("--proxy", help="Also run the wheel cache (PyPI proxy).")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="The wheel cache serves only what it holds.")
+    ] = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
-    info = up(state_dir or DEFAULT_STATE_DIR, with_cuda=cuda, log=lambda m: typer.echo(m, err=True))
+    info = up(
+        state_dir or DEFAULT_STATE_DIR,
+        with_cuda=cuda,
+        with_proxy=proxy or offline,
+        proxy_offline=offline,
+        log=lambda m: typer.echo(m, err=True),
+    )
     for key, value in info.profile_env().items():
         typer.echo(f"{key}={value}")
 
