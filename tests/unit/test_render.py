@@ -608,8 +608,8 @@ def test_customization_goes_into_the_selected_cells_only(
         if cell in selected:
             last = stage(text, "full" if cell.variant == "full" else "slim")
             assert (
-                'RUN pip install --no-cache-dir ${PIP_BUILD_INDEX_URL:+--index-url "$PIP_BUILD_INDEX_URL"} "lightning==2.5.0" "einops"\n'
-                in last
+                'RUN pip install --no-cache-dir ${PIP_BUILD_INDEX_URL:+--index-url "$PIP_BUILD_INDEX_URL"}'
+                ' "lightning==2.5.0" "einops"\n' in last
             ), cell.tag
             assert "apt-get install -y --no-install-recommends graphviz libgl1 \\\n" in last, cell.tag
             assert 'LABEL com.example.team="vision"\nRUN echo team-snippet > /etc/team\n' in last, cell.tag
