@@ -1,6 +1,6 @@
 # A thin front door over `python -m builder`. `make` alone prints this help.
 #   make quickstart                  set up the sandbox, then build, smoke-test and tag 2.13-cpu-debian12
-#   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1]
+#   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1] [WHEEL_CACHE=dir]
 #   make push TAG=2.9-cuda12.8-ubuntu22.04 [REGISTRY=harbor.example.com/ml]
 #   make render | make test | make lint | make sandbox | make sandbox-down
 SHELL := /bin/bash
@@ -41,7 +41,8 @@ check-render: $(PY) ## Fail when images/ is stale
 build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
 	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
-	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push) $(if $(REQUIRE_GPU),--require-gpu)
+	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push) $(if $(REQUIRE_GPU),--require-gpu) \
+	    $(if $(WHEEL_CACHE),--wheel-cache $(WHEEL_CACHE))
 
 push: $(PY) ## Push the built TAG: immutable tag, digest verified, then floating tags (REGISTRY=host/project)
 	@test -n "$(TAG)" || { echo "usage: make push TAG=2.9-cuda12.8-ubuntu22.04 [REGISTRY=host/project]" >&2; exit 2; }
@@ -56,6 +57,9 @@ sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, Py
 
 sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit)
 	$(PY) -m tools.sandbox up --cuda
+
+sandbox-proxy: $(PY) ## The sandbox plus its wheel cache: a caching PyPI proxy on 127.0.0.1:3141 (OFFLINE=1: cache only)
+	$(PY) -m tools.sandbox up --proxy $(if $(OFFLINE),--offline)
 
 sandbox-down: $(PY) ## Stop the sandbox (PURGE=1 also deletes its cache)
 	$(PY) -m tools.sandbox down $(if $(PURGE),--purge)
@@ -90,12 +94,18 @@ bench-all: sandbox-cuda ## Every benchmark (root, sandbox): render, build, smoke
 	$(PY) bench/push.py
 	$(PY) bench/nightly.py
 
+# Slow, not part of `make test` or .ci/run: 1-3 hours, ~60 GB of disk (one image at a time, plus the wheel cache).
+verify: sandbox ## Build, gate and record every cell this machine serves (rolling); report in reports/verify (KEEP=1, ONLY=glob)
+	@set -a; source $(SANDBOX_DIR)/profile.env; set +a; \
+	  $(PY) -m tools.verify --report reports/verify $(if $(KEEP),--keep) $(if $(ONLY),--only '$(ONLY)') \
+	    $(if $(WHEEL_CACHE),--wheel-cache $(WHEEL_CACHE)) $(if $(LOCK),--lock $(LOCK))
+
 .PHONY: nightly compat-check ci-matrix bench-all
 nightly: $(PY) ## Build the matrix: skip what is built/pushed, -j JOBS, PUSH=1, ONLY=glob, report in reports/nightly
 	@mkdir -p reports/nightly; $(PY) -m tools.update_compat --json > reports/nightly/compat.json || true
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
 	  $(PY) -m builder nightly -j $(or $(JOBS),1) $(if $(PUSH),--push) $(if $(ONLY),--only '$(ONLY)') \
-	    --report reports/nightly --compat reports/nightly/compat.json
+	    $(if $(WHEEL_CACHE),--wheel-cache $(WHEEL_CACHE)) --report reports/nightly --compat reports/nightly/compat.json
 
 compat-check: $(PY) ## Diff of what PyPI released that builder/resources/compat.yaml lacks (INDEX_URL=mirror)
 	$(PY) -m tools.update_compat $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
