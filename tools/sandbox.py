@@ -22,7 +22,6 @@ Pure stdlib + subprocess; this module never imports docker-py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ import typer
 
 from builder.cli import run_cli
 from builder.errors import BuilderError
+from builder.flock import held
 from builder.operate import wheel_cache
 
 
@@ -242,12 +242,8 @@ def _step(log: Log, name: str) -> Iterator[list[str]]:
 def _locked(state_dir: Path) -> Iterator[None]:
     """Serialise up()/down() on one state directory."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    with (state_dir / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held(state_dir / ".lock"):
+        yield
 
 
 # --------------------------------------------------------------------------- processes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import fnmatch
 import html
 import json
@@ -25,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +34,7 @@ import typer
 from builder.build import pipeline, wheel_cache
 from builder.build.engine import Engine
 from builder.cli import run_cli
+from builder.flock import held
 from builder.model import matrix as matrix_mod
 from builder.model.cell import Cell
 
@@ -172,19 +172,6 @@ def write_reports(records: Sequence[Record], meta: dict[str, Any], folder: Path)
 # --------------------------------------------------------------------------- the run
 
 
-@contextlib.contextmanager
-def _held(lock: Path | None) -> Iterator[None]:
-    if lock is None:
-        yield
-        return
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _free_gb() -> float:
     root = DOCKER_ROOT if DOCKER_ROOT.exists() else Path("/")
     return shutil.disk_usage(root).free / 1e9
@@ -276,7 +263,7 @@ def main(
     started = time.monotonic()
     for cell in cells:
         typer.echo(f"verify: {cell.tag}: building", err=True)
-        with _held(lock):
+        with held(lock) if lock else contextlib.nullcontext():
             record = verify_cell(
                 cell,
                 engine=engine,

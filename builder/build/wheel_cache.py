@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from builder.errors import BuilderError, ConfigError, MirrorError
+from builder.flock import held
 from builder.model.profiles import ResolvedProfile
 
 HOST = "127.0.0.1"
@@ -192,16 +192,6 @@ def running(directory: Path) -> WheelCacheServer | None:
     return server
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    with (directory / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _initialise(directory: Path) -> str:
     """Create the devpi server folder once (no default root/pypi); returns the root password."""
     password_file = directory / PASSWORD_FILE
@@ -251,7 +241,7 @@ def start(
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    with _locked(directory):
+    with held(directory / ".lock"):
         server = running(directory)
         started = False
         if server is not None and server.offline != offline:
