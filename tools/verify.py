@@ -61,7 +61,12 @@ class Record:
     build_s: float | None = None
     pip_bytes: int | None = None  # what the build's pip downloaded (= upstream bytes without a cache)
     upstream_bytes: int | None = None  # what the wheel cache fetched upstream for this cell
+    budget_gb: float | None = None  # the cell's size budget (matrix.yaml `budgets`)
     detail: str = ""
+
+    @property
+    def over_budget(self) -> bool:
+        return bool(self.size_bytes and self.budget_gb and self.size_bytes > self.budget_gb * 1e9)
 
 
 def servable(cell: Cell) -> bool:
@@ -124,7 +129,7 @@ def _row(record: Record) -> list[str]:
         record.cuda or "-",
         record.cudnn or "-",
         record.nccl or "-",
-        _gb(record.size_bytes),
+        _gb(record.size_bytes) + (f" (over {record.budget_gb:g} GB)" if record.over_budget else ""),
         _secs(record.build_s),
         record.result + (f": {record.detail}" if record.detail and record.result != "passed" else ""),
         _gb(record.pip_bytes),
@@ -203,6 +208,7 @@ def verify_cell(
         returncode, stderr = -1, f"error: stopped after {timeout_s:.0f} s"
     seconds = time.monotonic() - started
     record = Record(cell.tag, "passed" if returncode == 0 else "failed", build_s=round(seconds, 1))
+    record.budget_gb = cell.size_budget_gb
     if cache:
         record.upstream_bytes = wheel_cache.stored_bytes(cache) - cached_before
     log = out / cell.tag / "build.log"

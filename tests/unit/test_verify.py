@@ -59,16 +59,18 @@ def test_smoke_versions_read_what_the_gate_measured() -> None:
 def test_reports_show_every_column_and_the_failure_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
     records = [
         verify.Record(
-            "2.14-cuda13.0-debian12", "passed", torch="2.14.1", cuda="13.0", size_bytes=6_900_000_000
+            "2.14-cuda13.0-debian12", "passed", torch="2.14.1", size_bytes=6_900_000_000, budget_gb=7
         ),
+        verify.Record("2.9-cuda12.8-debian12", "passed", size_bytes=7_500_000_000, budget_gb=7.0),
         verify.Record("2.5-cuda12.4-debian12", "failed", torch="2.5.1", detail="smoke: arch_list | x"),
     ]
     table = verify.markdown_table(records)
     assert table.splitlines()[0].startswith(
         "| cell | torch | CUDA | cuDNN | NCCL | size | build time | gate |"
     )
-    assert "| 6.90 GB |" in table and "failed: smoke: arch_list \\| x" in table
+    assert "| 6.90 GB |" in table and "| 7.50 GB (over 7 GB) |" in table
+    assert "failed: smoke: arch_list \\| x" in table
     page = verify.write_reports(records, {"cells": 2}, tmp_path)
     text = page.read_text()
-    assert "1 of 2 cells passed" in text and 'class="bad"' in text
+    assert "2 of 3 cells passed" in text and 'class="bad"' in text
     assert (tmp_path / "verify.json").exists() and (tmp_path / "table.md").read_text() == table
