@@ -45,6 +45,7 @@ PORT_FILE = "port"
 PASSWORD_FILE = ".root-password"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+PORT_WAIT_S = 10.0
 INSTALL_HINT = "pip install 'pytorch-cuda-images[wheel-cache]' (devpi-server)"
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -137,10 +138,18 @@ def _executable(name: str) -> Path:
 def _port_for(directory: Path) -> int:
     """The port this folder's server used last time when it is free (a stable index URL keeps the build
     args, and so Docker's layer cache, the same from run to run), else any free one."""
-    with contextlib.suppress(OSError, ValueError), socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-        sock.bind((HOST, int((directory / PORT_FILE).read_text())))
-        return int(sock.getsockname()[1])
+    deadline = time.monotonic() + PORT_WAIT_S  # a server that just stopped may still hold it briefly
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError, ValueError),
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock,
+        ):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            sock.bind((HOST, int((directory / PORT_FILE).read_text())))
+            return int(sock.getsockname()[1])
+        if not (directory / PORT_FILE).is_file():
+            break
+        time.sleep(0.5)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -303,6 +312,8 @@ def stop(directory: Path) -> bool:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            while _alive(pid):  # until its listening socket is closed, so the port is free again
+                time.sleep(0.1)
         stopped = True
     record.unlink(missing_ok=True)
     return stopped

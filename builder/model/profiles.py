@@ -120,14 +120,18 @@ def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) 
     against the host's CAs plus the profile's `ca_bundle`, as the image will check it.
     """
     args = profile.build_args(cell)
-    pip_index = args["PIP_BUILD_INDEX_URL"] or args["PIP_INDEX_URL"]
-    urls = [pip_index, args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
+    # A wheel cache (PIP_BUILD_INDEX_URL) answered when it started; its root page lists every project
+    # name of its upstream (PyPI: hundreds of thousands), so it is not probed here.
+    urls = [args["PIP_INDEX_URL"] if not args["PIP_BUILD_INDEX_URL"] else ""]
+    urls += [args["TORCH_INDEX_URL"], args["TORCH_FIND_LINKS"]]
     problems: list[str] = []
     tls = ssl.create_default_context()
     if profile.ca_bundle is not None:
         tls.load_verify_locations(cafile=str(profile.ca_bundle))
     opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}) if _is_loopback(pip_index) else urllib.request.ProxyHandler(),
+        urllib.request.ProxyHandler({})
+        if _is_loopback(args["PIP_INDEX_URL"])
+        else urllib.request.ProxyHandler(),
         urllib.request.HTTPSHandler(context=tls),
     )
     for url in dict.fromkeys(u for u in urls if u):

@@ -117,7 +117,7 @@ def test_offline_cache_serves_a_build_with_the_upstream_gone(
         upstream_proc.wait(timeout=30)
         assert not _answers(upstream_url + "/")
         engine.remove_image(IMAGE)
-        _matrix(project_copy, upstream_url, cached_index.replace("127.0.0.1", "localhost"))
+        _matrix(project_copy, upstream_url, cached_index.replace("//127.0.0.1:", "//localhost:", 1))
         offline = cli(*args, "--wheel-cache", str(cache), "--wheel-cache-offline")
         assert offline.returncode == 0, offline.stderr[-3000:]
         log = (tmp_path / "out" / TAG / "build.log").read_text()

@@ -114,3 +114,13 @@ def test_real_server_creates_one_mirror_index_per_upstream_and_is_reused(tmp_pat
         assert wheel_cache.stop(tmp_path)
     assert wheel_cache.running(tmp_path) is None
     assert not wheel_cache.stop(tmp_path)
+
+
+def test_preflight_leaves_the_wheel_cache_alone(default_matrix: matrix.Matrix) -> None:
+    """A wheel cache's root page lists every upstream project name: the preflight does not fetch it."""
+    from dataclasses import replace
+
+    cell = default_matrix.cell("2.14-cuda13.0-debian12")  # a PyPI cell: no torch index to probe
+    dead = replace(profiles.resolve(default_matrix, "official"), pypi=DEAD_UPSTREAM)
+    assert len(profiles.unreachable(dead, cell, timeout=2)) == 1
+    assert profiles.unreachable(replace(dead, build_pypi="http://127.0.0.1:9/cache/+simple/"), cell) == []
