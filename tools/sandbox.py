@@ -8,7 +8,7 @@ the pieces a build needs and serves them on 127.0.0.1 only:
 * ``dockerd`` (started in the background when no engine answers),
 * a plain-HTTP ``docker-registry`` holding a debootstrapped Debian 12 base image,
 * ``pypiserver`` over a folder of wheels fetched once with ``pip download``,
-* with ``up(with_proxy=True)``, the wheel cache (``builder.operate.wheel_cache``: devpi-server on
+* with ``up(with_proxy=True)``, the wheel cache (``builder.build.wheel_cache``: devpi-server on
   127.0.0.1:3141 caching PyPI), so builds with ``--wheel-cache $SANDBOX_WHEEL_CACHE`` fetch any
   wheel on demand, once; ``proxy_offline=True`` serves only what it holds.
 
@@ -39,10 +39,10 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from builder.build import wheel_cache
 from builder.cli import run_cli
 from builder.errors import BuilderError
 from builder.flock import held
-from builder.operate import wheel_cache
 
 
 class SandboxError(BuilderError):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.operate import wheel_cache
+from builder.build import wheel_cache
 from tests.conftest import in_ci
 from tests.integration.conftest import Cli
 from tools.sandbox import SandboxInfo

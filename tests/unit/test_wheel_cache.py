@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.build import wheel_cache
 from builder.build.pipeline import cell_content_hash
 from builder.errors import ConfigError
 from builder.model import matrix, profiles
-from builder.operate import wheel_cache
 from tests.conftest import in_ci
 
 PYPI = "https://pypi.org/simple"
