@@ -47,21 +47,24 @@ if str(REPO) not in sys.path:
 
 from builder.build import (
     lock,
-    pipeline,
 )
 from builder.build.engine import Engine
 from builder.build.render import (
     SHIPPED_TEMPLATES,
     Renderer,
-    cell_immutable_tag,
-    floating_tags,
 )
 from builder.model import (
     matrix,
     profiles,
 )
+from builder.model.naming import (
+    CONTENT_HASH_LABEL,
+    LOCAL_REPOSITORY,
+    floating_tag,
+    immutable_tag,
+    local_references,
+)
 from builder.operate import nightly
-from builder.publish import push as registry
 from tests.integration.loopback_registry import LoopbackRegistry
 from tools import sandbox
 
@@ -70,7 +73,7 @@ TARGET_CELLS = 40
 CPU_TAG = "2.13-cpu-debian12"
 CUDA_TAG = "2.14-cuda13.0-debian12"
 PROJECT = "bench"
-REPOSITORY = f"{PROJECT}/{registry.IMAGE_NAME}"
+REPOSITORY = f"{PROJECT}/{LOCAL_REPOSITORY}"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -130,9 +133,7 @@ def push_stand_in(up: Uploader, tags: list[str], chash: str, layer: tuple[bytes,
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {
-                "Labels": {registry.CONTENT_HASH_LABEL: chash, "dev.pytorch-cuda-images.stand-in": name}
-            },
+            "config": {"Labels": {CONTENT_HASH_LABEL: chash, "dev.pytorch-cuda-images.stand-in": name}},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created_by": "bench/nightly.py stand-in"}],
         },
@@ -204,7 +205,7 @@ def main() -> int:
     local_refs = {
         ref: None
         for tag in real_tags
-        for ref in pipeline.local_references(matrix.load(REPO / "matrix.yaml").cell(tag))
+        for ref in local_references(matrix.load(REPO / "matrix.yaml").cell(tag))
     }
     for ref in local_refs:
         local_refs[ref] = engine.image_attrs(ref)["Id"] if engine.image_exists(ref) else None
@@ -259,7 +260,7 @@ def main() -> int:
         started = time.perf_counter()
         stand_ins = [p for p in planned if p.cell.tag not in real_tags]
         for p in stand_ins:
-            tags = list(dict.fromkeys([cell_immutable_tag(p.cell), *floating_tags(p.cell)]))
+            tags = [immutable_tag(p.cell), floating_tag(p.cell)]
             push_stand_in(up, tags, str(p.content_hash), layer, p.cell.tag)
         print(
             f"{len(stand_ins)} stand-ins uploaded in {time.perf_counter() - started:.1f} s", file=sys.stderr
@@ -291,7 +292,7 @@ def main() -> int:
         writes = sum(new_log.count(f'"{verb} ') for verb in ("PUT", "POST", "PATCH"))
 
         # --- layer sharing of the real cells -------------------------------------------------------------
-        immutables = [cell_immutable_tag(m.cell(tag)) for tag in real_tags]
+        immutables = [immutable_tag(m.cell(tag)) for tag in real_tags]
         total, unique, _ = layer_sharing(server, immutables)
         stored = du(server.storage / "docker/registry/v2/blobs")
 

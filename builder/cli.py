@@ -285,7 +285,7 @@ def push_command(
         typer.Option("--image", help="Local image to push for one TAG (default: its local immutable tag)."),
     ] = None,
 ) -> None:
-    """Push built cells: the immutable tag, its digest verified, then the floating tags."""
+    """Push built cells: the immutable tag, its digest verified, then the floating tag."""
     m = matrix_mod.load(matrix)
     _push(
         m,
@@ -320,10 +320,11 @@ def mirror_bases_command(
     """Copy the selected cells' base images, by digest, from the profile's registry into the team's."""
     from builder.model import profiles
     from builder.publish import push
+    from builder.publish.mirror import mirror_matrix_bases
 
     out = Output()
     m = matrix_mod.load(matrix)
-    done = push.mirror_matrix_bases(
+    done = mirror_matrix_bases(
         m,
         m.select_or_all(only),
         source=profiles.resolve(m, mirror),

@@ -31,12 +31,13 @@ from typing import Annotated, Any
 
 import typer
 
-from builder.build import pipeline, wheel_cache
+from builder.build import wheel_cache
 from builder.build.engine import Engine
 from builder.cli import run_cli
 from builder.flock import held
 from builder.model import matrix as matrix_mod
 from builder.model.cell import Cell
+from builder.model.naming import local_references
 
 DEFAULT_REPORT = Path("reports/verify")
 DEFAULT_MIRROR = "local-pypi"
@@ -221,7 +222,7 @@ def verify_cell(
     if returncode != 0:
         errors = [line.removeprefix("error: ") for line in stderr.splitlines() if line.startswith("error: ")]
         record.detail = errors[0] if errors else stderr.strip()[-300:]
-    references = pipeline.local_references(cell)
+    references = local_references(cell)
     if engine.image_exists(references[0]):
         record.size_bytes = int(engine.image_attrs(references[0]).get("Size", 0))
         if not keep:

@@ -6,7 +6,6 @@ from an in-memory context tar, runs containers with a timeout and always removes
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import os
@@ -15,6 +14,7 @@ import tarfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, DeviceRequest
@@ -34,14 +35,14 @@ from builder.errors import (
     RegistryError,
     StoppedError,
 )
-from builder.model.secrets import redact
+from builder.model.naming import ROLE_LABEL, parse_reference
+from builder.model.secrets import auth_secrets, redact
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # A tool's own error line in a build log: pip's `ERROR: ...`, apt's `E: ...` (BuildKit prefixes `#7 1.23 `).
 TOOL_ERROR_RE = re.compile(r"^(?:#\d+ [\d.]+ )?(?P<kind>ERROR|E): (?P<message>\S.*)$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the classic builder colours a step's stderr red
 LOG_TAIL_LINES = 30
-CONTAINER_LABEL = "dev.pytorch-cuda-images.role"
 
 
 def engine_hint() -> str:
@@ -161,12 +162,10 @@ class Engine:
         A miss names the exact reference that was tried.
         """
         self._check()
-        name, _, digest = reference.partition("@")
-        repository, _, tag = name.rpartition(":")
-        if "/" in tag or not repository:
-            repository, tag = name, "latest"
+        ref = parse_reference(reference)
+        repository, digest = ref.name, ref.digest
         try:
-            image = self.client.images.pull(repository, tag=digest or tag)
+            image = self.client.images.pull(repository, tag=digest or ref.tag or "latest")
         except docker.errors.NotFound:
             raise MirrorError(f"base image {reference} not found in the registry mirror") from None
         except docker.errors.APIError as exc:
@@ -176,11 +175,12 @@ class Engine:
         if digest:
             return digest
         repo_digests: list[str] = image.attrs.get("RepoDigests") or []
-        for repo_digest in repo_digests:
-            if repo_digest.split("@")[0] == repository:
-                return repo_digest.split("@")[1]
-        if repo_digests:
-            return repo_digests[0].split("@")[1]
+        found = [parse_reference(repo_digest) for repo_digest in repo_digests]
+        for repo_digest in found:
+            if repo_digest.name == repository:
+                return repo_digest.digest
+        if found:
+            return found[0].digest
         raise MirrorError(f"base image {reference} has no registry digest after the pull")
 
     def image_exists(self, reference: str) -> bool:
@@ -200,8 +200,8 @@ class Engine:
 
     def tag(self, image_id: str, reference: str) -> None:
         self._check()
-        repository, _, tag = reference.rpartition(":")
-        self.client.api.tag(image_id, repository, tag)
+        ref = parse_reference(reference)
+        self.client.api.tag(image_id, ref.name, ref.tag or "latest")
 
     def remove_image(self, reference: str, *, keep_parents: bool = False) -> None:
         """Remove an image (keep_parents: leave its untagged parent layers as build cache).
@@ -307,7 +307,7 @@ class Engine:
                 name=name,
                 detach=True,
                 environment=dict(env or {}),
-                labels={CONTAINER_LABEL: "run"},
+                labels={ROLE_LABEL: "run"},
                 device_requests=device_requests,
                 network_mode="host" if network_host else None,
                 **kwargs,
@@ -353,13 +353,8 @@ class Engine:
             exit_code=exit_code, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - started
         )
 
-    def leftover_containers(self) -> list[str]:
-        """Containers this tool started (label) that still exist."""
-        found = self.client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-        return [c.name for c in found]
-
     # --- registry -------------------------------------------------------------------------------
-    # Pushes and registry queries for builder/registry.py. Credentials arrive as a docker-py auth_config
+    # Pushes and registry queries for builder/publish/. Credentials arrive as a docker-py auth_config
     # dict and are passed per call (never `login`, so nothing is written to a Docker config file); every
     # error text is redacted before it leaves this section. `auth=None`: docker-py's own config lookup.
 
@@ -375,14 +370,14 @@ class Engine:
         on_layer(layer_id, status, current_bytes, total_bytes) is called for every progress message.
         """
         self._check()
-        repository, tag = _split_reference(reference)
-        secrets = _auth_secrets(auth)
+        ref = parse_reference(reference)
+        secrets = auth_secrets(auth)
         digest = ""
         try:
             stream = self._cancellable(
                 self.client.api.push(
-                    repository,
-                    tag=tag,
+                    ref.name,
+                    tag=ref.tag or "latest",
                     stream=True,
                     decode=True,
                     auth_config=dict(auth) if auth is not None else None,
@@ -420,7 +415,7 @@ class Engine:
     def registry_digest(self, reference: str, *, auth: Mapping[str, str] | None) -> str | None:
         """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
         self._check()
-        secrets = _auth_secrets(auth)
+        secrets = auth_secrets(auth)
         try:
             data = self.client.api.inspect_distribution(
                 reference, auth_config=dict(auth) if auth is not None else None
@@ -443,7 +438,7 @@ class Engine:
 
     def pull_by_digest(self, repository: str, digest: str, *, auth: Mapping[str, str] | None) -> str:
         """Pull `repository@digest`; returns the local image id. RegistryError on failure."""
-        secrets = _auth_secrets(auth)
+        secrets = auth_secrets(auth)
         where = f"{repository}@{digest}"
         try:
             image = self.client.images.pull(
@@ -501,22 +496,33 @@ def failure_summary(step: str, error: str, output: Sequence[str]) -> str:
     return f"build failed at {where or 'the start'}: {reason}"
 
 
-def _split_reference(reference: str) -> tuple[str, str]:
-    """`host:port/repo:tag` -> (`host:port/repo`, `tag`)."""
-    repository, sep, tag = reference.rpartition(":")
-    if not sep or "/" in tag:
-        return reference, "latest"
-    return repository, tag
+# --- credentials the Docker CLI stored ---------------------------------------------------------------
+# docker-py's `docker.auth` reads what `docker login` writes and asks credential helpers; it is called here
+# because this is the one module that imports docker-py and turns its errors into ours.
 
 
-def _auth_secrets(auth: Mapping[str, str] | None) -> list[str]:
-    """Values of an auth_config that must never appear in a message (and their base64 form)."""
-    if not auth:
-        return []
-    values = [auth.get(key, "") for key in ("password", "identitytoken", "registrytoken", "auth")]
-    if auth.get("username") and auth.get("password"):
-        values.append(base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode())
-    return [value for value in values if value]
+def stored_auth(config: Mapping[str, Any], host: str, *, where: str) -> dict[str, str] | None:
+    """docker-py's `auth_config` for `host` from a parsed Docker config file (`auths`, `credHelpers`,
+    `credsStore`); None when it holds nothing for the host. ConfigError names `where` and the key."""
+    if not config:
+        return None  # docker-py would read the default config file instead of an empty dict
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a missing helper is reported when it is asked, below
+            found = docker.auth.resolve_authconfig(docker.auth.load_config(config_dict=dict(config)), host)
+    except docker.errors.InvalidConfigFile as exc:
+        raise ConfigError(f"{where}: auths: {exc}") from None
+    except docker.errors.DockerException as exc:  # a credential helper failed (not: found nothing)
+        key = "credHelpers" if host in (config.get("credHelpers") or {}) else "credsStore"
+        raise ConfigError(f"{where}: {key}: {exc.__cause__ or exc}") from None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, no ':' in the decoded value
+        raise ConfigError(f"{where}: auths: an `auth` value is not base64 of user:password") from None
+    found = {key.lower(): str(value) for key, value in (found or {}).items() if value}
+    if found.get("identitytoken"):
+        return {"identitytoken": found["identitytoken"], "serveraddress": host}
+    if found.get("username") and found.get("password"):
+        return {"username": found["username"], "password": found["password"], "serveraddress": host}
+    return None
 
 
 def _context_tar(files: Mapping[str, bytes]) -> io.BytesIO:

@@ -10,7 +10,7 @@ from typing import Any
 from builder.build.engine import Engine
 from builder.errors import EngineUnavailableError, SmokeFailedError
 from builder.model.cell import Cell
-from builder.model.tags import TAG_RE
+from builder.model.naming import TAG_RE, local_references
 from builder.resources import smoke_suite
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
@@ -155,7 +155,6 @@ def driver_check(cell: Cell | None, driver: str | None) -> HostCheck:
 def smoke(target: str, matrix_path: Path, *, require_gpu: bool, timeout: float) -> tuple[str, SmokeReport]:
     """`smoke`: the suite against a cell's local image (TARGET a tag of the matrix) or any image reference;
     (the image, its report). Judge the report with `gate`."""
-    from builder.build.pipeline import local_references
     from builder.model import matrix
 
     image = local_references(matrix.load(matrix_path).cell(target))[0] if TAG_RE.match(target) else target

@@ -14,9 +14,7 @@ from builder.build import wheel_cache as wheel_cache_mod
 from builder.build.engine import Engine
 from builder.build.render import (
     CA_PLACEHOLDER,
-    LABEL_PREFIX,
     Renderer,
-    cell_immutable_tag,
     content_hash,
     templates_for,
     write,
@@ -25,10 +23,10 @@ from builder.errors import MirrorError
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
+from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references
 from builder.model.profiles import ResolvedProfile
 from builder.output import Output
 
-LOCAL_REPOSITORY = "pytorch-cuda-images"
 SOURCE_URL = "https://github.com/pytorch-cuda-images/pytorch-cuda-images"
 
 
@@ -41,11 +39,6 @@ class BuiltCell:
     build_seconds: float
     smoke: gate.SmokeReport | None
     size_bytes: int
-
-
-def local_references(cell: Cell) -> list[str]:
-    """The local names a built cell gets: floating tag first, then the immutable one."""
-    return [f"{LOCAL_REPOSITORY}:{cell.tag}", f"{LOCAL_REPOSITORY}:{cell_immutable_tag(cell)}"]
 
 
 def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> dict[str, bytes]:
@@ -82,13 +75,13 @@ def _git_revision(repo: Path) -> str:
 def labels(cell: Cell, *, base_ref: str, base_digest: str, chash: str, revision: str) -> dict[str, str]:
     """Labels known only at build time (the static ones are in the Dockerfile)."""
     return {
-        "org.opencontainers.image.version": cell_immutable_tag(cell),
+        "org.opencontainers.image.version": immutable_tag(cell),
         "org.opencontainers.image.revision": revision,
         "org.opencontainers.image.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "org.opencontainers.image.source": SOURCE_URL,
         "org.opencontainers.image.base.name": base_ref,
         "org.opencontainers.image.base.digest": base_digest,
-        f"{LABEL_PREFIX}.content-hash": chash,
+        CONTENT_HASH_LABEL: chash,
     }
 
 

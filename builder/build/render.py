@@ -20,15 +20,14 @@ import jinja2
 
 from builder.errors import ConfigError
 from builder.model.cell import Cell
+from builder.model.naming import TAG_RE, cell_labels, immutable_tag, torch_index_url
 from builder.model.profiles import OFFICIAL_APT
-from builder.model.tags import TAG_RE, immutable_tag
 
 TEMPLATE = "Dockerfile.j2"
 ENTRYPOINT = "entrypoint.sh"
 SMOKE_MODULE = "smoke_suite.py"
 CA_PLACEHOLDER = "certs/extra-ca.crt"
 DOCKERIGNORE = "build.log\n*.log\nsmoke-result.json\n"
-LABEL_PREFIX = "dev.pytorch-cuda-images"
 GENERATED_NAMES = ("Dockerfile", "cell.json", "smoke.py", CA_PLACEHOLDER, ".dockerignore", ENTRYPOINT)
 
 APT_SOURCES = {
@@ -45,39 +44,12 @@ APT_SOURCES = {
 }
 
 
-def cell_immutable_tag(cell: Cell) -> str:
-    return immutable_tag(
-        cell.key,
-        torch_version=cell.torch_version,
-        cuda_version=cell.cuda_version,
-        cudnn_major=cell.cudnn_major,
-    )
-
-
-def floating_tags(cell: Cell) -> list[str]:
-    """Tags that move to the newest build of a cell (after the immutable one is pushed and verified)."""
-    return [cell.tag]
-
-
-def cell_labels(cell: Cell) -> list[tuple[str, str]]:
-    """The cell's own labels (prefix `dev.pytorch-cuda-images.`), fixed at render time."""
-    return [
-        ("tag", cell.tag),
-        ("torch", cell.torch_version),
-        ("cuda", cell.cuda_version or "none"),
-        ("cudnn", cell.cudnn_version or "none"),
-        ("python", cell.python_version),
-        ("os", cell.key.os),
-        ("variant", cell.variant),
-    ]
-
-
 def expected_values(cell: Cell) -> dict[str, object]:
     """cell.json: what the in-image smoke suite checks the image against."""
     full = cell.variant == "full"
     return {
         "tag": cell.tag,
-        "immutable_tag": cell_immutable_tag(cell),
+        "immutable_tag": immutable_tag(cell),
         "variant": cell.variant,
         "python": cell.python_version,
         "torch": cell.torch_version,
@@ -132,11 +104,11 @@ class Renderer:
         family = cell.os_family
         context = {
             "cell": cell,
-            "immutable_tag": cell_immutable_tag(cell),
+            "immutable_tag": immutable_tag(cell),
             "cell_labels": cell_labels(cell),
             "apt_sources": [line.replace("{codename}", cell.os_codename) for line in APT_SOURCES[family]],
             "apt_defaults": {"mirror": OFFICIAL_APT[family], "security": OFFICIAL_APT[f"{family}_security"]},
-            "torch_index_default": _default_torch_index(cell),
+            "torch_index_default": torch_index_url(cell),
         }
         try:
             return self.env.get_template(TEMPLATE).render(context)
@@ -156,14 +128,6 @@ class Renderer:
             if filename.endswith(".j2") and Path(filename).is_relative_to(self.templates_dir):
                 found = f"templates/{Path(filename).relative_to(self.templates_dir)}:{line}"
         return found
-
-
-def _default_torch_index(cell: Cell) -> str:
-    if cell.wheel_source == "custom":
-        return cell.wheel_index
-    if cell.wheel_source == "pytorch":
-        return f"https://download.pytorch.org/whl/{cell.wheel_index}"
-    return ""
 
 
 def write(out_dir: Path, tag: str, files: Mapping[str, bytes]) -> Path:

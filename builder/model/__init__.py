@@ -1,1 +1,1 @@
-"""The model: tags, compatibility facts, the matrix, mirror profiles and the cell object."""
+"""The model: names (tags, references, labels), compatibility facts, the matrix, profiles, the cell."""

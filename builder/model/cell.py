@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from builder.model.tags import CellKey
+from builder.model.naming import CellKey
 
 
 @dataclass(frozen=True)

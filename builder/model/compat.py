@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.errors import ConfigError
-from builder.model.tags import CellKey, version_tuple
+from builder.model.naming import CellKey, version_tuple
 
 COMPAT_FILE = "compat.yaml"
 MIN_CUDA_FOR_TOOLKIT_WHEELS = (13, 0)  # cu13 toolkit wheels install one CUDA_HOME tree (nvidia/cu13)

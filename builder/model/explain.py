@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.build.render import cell_immutable_tag, floating_tags
 from builder.errors import ConfigError
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
+from builder.model.naming import floating_tag, immutable_tag, torch_index_url
 
 
 def summary(cell: Cell) -> dict[str, Any]:
     """The cell's coordinates and main versions (one row of `list --json`)."""
     return {
         "tag": cell.tag,
-        "immutable_tag": cell_immutable_tag(cell),
-        "floating_tags": floating_tags(cell),
+        "immutable_tag": immutable_tag(cell),
+        "floating_tag": floating_tag(cell),
         "torch": cell.key.torch,
         "torch_version": cell.torch_version,
         "accelerator": cell.key.accelerator,
@@ -69,8 +69,8 @@ def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str
     audio = cell.torchaudio_version or "none released for this torch"
     out: list[tuple[str, str]] = [
         ("tag", cell.tag),
-        ("immutable tag", cell_immutable_tag(cell)),
-        ("floating tags", ", ".join(floating_tags(cell))),
+        ("immutable tag", immutable_tag(cell)),
+        ("floating tag", floating_tag(cell)),
         ("torch", cell.torch_version),
         ("torchvision", cell.torchvision_version + ("" if full else " (full variant only)")),
         ("torchaudio", audio + ("" if full or not cell.torchaudio_version else " (full variant only)")),
@@ -119,4 +119,4 @@ def _wheel_source(cell: Cell) -> str:
         return f"PyPI (the default Linux wheel carries CUDA {cell.cuda_minor}; no PyTorch index needed)"
     if cell.wheel_source == "custom":
         return f"custom index {cell.wheel_index}"
-    return f"PyTorch index {cell.wheel_index} (https://download.pytorch.org/whl/{cell.wheel_index})"
+    return f"PyTorch index {cell.wheel_index} ({torch_index_url(cell)})"

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from builder.errors import ConfigError, ImpossibleCellError
 from builder.model import compat
 from builder.model.cell import Cell, Customization
+from builder.model.naming import PYTORCH_INDEX, VARIANTS, CellKey, version_tuple
 from builder.model.secrets import looks_secret
-from builder.model.tags import VARIANTS, CellKey, version_tuple
 
 DEFAULT_MATRIX = Path("matrix.yaml")
 
@@ -81,7 +81,7 @@ class Budgets(_Strict):
     slim_cpu: float = 2.5
     slim_cuda: float = 7.0
     full_cpu: float = 5.0
-    full_cuda: float = 14.0
+    full_cuda: float = 16.0
 
     def for_key(self, key: CellKey) -> float:
         value: float = getattr(self, f"{key.variant}_{'cuda' if key.is_cuda else 'cpu'}")
@@ -97,7 +97,7 @@ class Profile(_Strict):
     description: str = ""
     registry: str = "docker.io"
     pypi: str = "https://pypi.org/simple"
-    pytorch: str = "https://download.pytorch.org/whl/{index}"  # {index}: cu128, cpu, ...
+    pytorch: str = PYTORCH_INDEX  # {index}: cu128, cpu, ...
     pytorch_layout: Literal["index", "find-links"] = "index"
     apt: dict[Literal["debian", "debian_security", "ubuntu", "ubuntu_security"], str] = Field(
         default_factory=dict
@@ -158,7 +158,7 @@ class Matrix:
 
     def cell(self, tag_or_key: str | CellKey) -> Cell:
         """The cell for a tag; an impossible or absent tag raises with reasons and neighbours."""
-        from builder.model.tags import parse_tag
+        from builder.model.naming import parse_tag
 
         key = parse_tag(tag_or_key) if isinstance(tag_or_key, str) else tag_or_key
         for cell in self.cells:

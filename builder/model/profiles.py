@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from builder.errors import ConfigError
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix, Profile
+from builder.model.naming import is_loopback, torch_index_url
 
 OFFICIAL_APT = {
     "debian": "http://deb.debian.org/debian",
@@ -51,11 +52,7 @@ class ResolvedProfile:
     def build_args(self, cell: Cell) -> dict[str, str]:
         """The `--build-arg` values for one cell."""
         family = cell.os_family
-        torch_url = ""
-        if cell.wheel_source == "custom":
-            torch_url = cell.wheel_index
-        elif cell.wheel_source == "pytorch":
-            torch_url = self.pytorch.replace("{index}", cell.wheel_index)
+        torch_url = torch_index_url(cell, self.pytorch)
         return {
             "BASE_REGISTRY": self.registry.rstrip("/"),
             "APT_MIRROR": self.apt[family],
@@ -130,7 +127,7 @@ def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) 
         tls.load_verify_locations(cafile=str(profile.ca_bundle))
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({})
-        if _is_loopback(args["PIP_INDEX_URL"])
+        if is_loopback(urlparse(args["PIP_INDEX_URL"]).hostname or "")
         else urllib.request.ProxyHandler(),
         urllib.request.HTTPSHandler(context=tls),
     )
@@ -146,8 +143,3 @@ def unreachable(profile: ResolvedProfile, cell: Cell, *, timeout: float = 10.0) 
             reason = getattr(exc, "reason", exc)
             problems.append(f"{probe} is unreachable ({reason})")
     return [f"mirror profile {profile.name!r}: {problem}" for problem in problems]
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host == "localhost" or host.startswith("127.")

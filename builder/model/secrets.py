@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from collections.abc import Iterable, Mapping
 
 SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
@@ -26,9 +28,20 @@ def looks_secret(value: str) -> str | None:
     return None
 
 
-def redact(text: str, secrets: list[str]) -> str:
+def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every known secret value in text by `***`."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def auth_secrets(auth: Mapping[str, str] | None) -> list[str]:
+    """Every form in which a docker-py `auth_config`'s secret could show up in text (password, tokens,
+    and the base64 `user:password` of a Basic header or a config.json `auth`)."""
+    if not auth:
+        return []
+    values = [auth.get(key, "") for key in ("password", "identitytoken", "registrytoken", "auth")]
+    if auth.get("username") and auth.get("password"):
+        values.append(base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode())
+    return [value for value in values if value]

@@ -28,15 +28,17 @@ from rich.table import Table
 
 from builder.build import lock, pipeline, wheel_cache
 from builder.build.engine import Engine
-from builder.build.render import Renderer, cell_immutable_tag, floating_tags, templates_for
+from builder.build.render import Renderer, templates_for
 from builder.errors import BuilderError, RegistryError, StoppedError
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
+from builder.model.naming import CONTENT_HASH_LABEL, floating_tag, immutable_tag, local_references
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
 from builder.output import Output
-from builder.publish import push as registry
+from builder.publish.http import remote_content_hash
+from builder.publish.push import Publisher
 
 DEFAULT_CELL_TIMEOUT_S = 3 * 3600.0
 CELLS_DIR = "cells"  # the run folder inside the report folder: cells/<tag>/build.log, smoke-result.json
@@ -102,11 +104,11 @@ def already_done(planned: Planned, engine: Engine, remote_hash: Callable[[Cell],
         return False
     if remote_hash is not None:
         return remote_hash(planned.cell) == planned.content_hash
-    reference = pipeline.local_references(planned.cell)[1]
+    reference = local_references(planned.cell)[1]
     if not engine.image_exists(reference):
         return False
     labels = (engine.image_attrs(reference).get("Config") or {}).get("Labels") or {}
-    return bool(labels.get(registry.CONTENT_HASH_LABEL) == planned.content_hash)
+    return bool(labels.get(CONTENT_HASH_LABEL) == planned.content_hash)
 
 
 class CellRunner:
@@ -121,7 +123,7 @@ class CellRunner:
         profile: ResolvedProfile,
         lock_data: dict[str, Any] | None,
         output: Output,
-        publisher: registry.Publisher | None = None,
+        publisher: Publisher | None = None,
         connect: Callable[[], Engine] = Engine.connect,
     ) -> None:
         self.options = options
@@ -250,7 +252,7 @@ def run(
     lock_data: dict[str, Any] | None,
     options: NightlyOptions,
     output: Output,
-    publisher: registry.Publisher | None = None,
+    publisher: Publisher | None = None,
     connect: Callable[[], Engine] = Engine.connect,
 ) -> list[report.CellResult]:
     """Plan, skip what is done, build the rest; one result per cell (order of `cells`).
@@ -362,40 +364,38 @@ class NightlyInterrupted(StoppedError):
         self.results = results
 
 
-def _remote_hash(publisher: registry.Publisher) -> Callable[[Cell], str | None]:
+def _remote_hash(publisher: Publisher) -> Callable[[Cell], str | None]:
     http = publisher.http()
 
     def remote(cell: Cell) -> str | None:
-        reference = publisher.target.reference(cell_immutable_tag(cell))
+        reference = publisher.target.reference(immutable_tag(cell))
         try:
-            return registry.remote_content_hash(http, reference)
+            return remote_content_hash(http, reference)
         except (BuilderError, OSError):
             return None
 
     return remote
 
 
-def _floating_syncer(publisher: registry.Publisher) -> Callable[[Cell], list[str]]:
-    """For a cell the registry already holds: point floating tags that lag behind (a run interrupted between
-    the immutable tag and the floating ones) at the immutable tag's manifest, registry-side."""
+def _floating_syncer(publisher: Publisher) -> Callable[[Cell], list[str]]:
+    """For a cell the registry already holds: point a floating tag that lags behind (a run interrupted between
+    the immutable tag and the floating one) at the immutable tag's manifest, registry-side."""
     target = publisher.target
     http = publisher.http()
 
     def sync(cell: Cell) -> list[str]:
-        immutable = cell_immutable_tag(cell)
+        immutable = immutable_tag(cell)
         found = http.manifest(target.repository, immutable)
         if found is None:
             return []
         digest, media_type, body = found
-        moved = []
-        for tag in floating_tags(cell):
-            current = http.manifest(target.repository, tag) if tag != immutable else found
-            if current is not None and current[0] == digest:
-                continue
-            if http.put_manifest(target.repository, tag, media_type, body) not in ("", digest):
-                raise RegistryError(f"{target.reference(tag)} does not point at {digest} after moving it")
-            moved.append(target.reference(tag))
-        return moved
+        tag = floating_tag(cell)
+        current = http.manifest(target.repository, tag)
+        if current is not None and current[0] == digest:
+            return []
+        if http.put_manifest(target.repository, tag, media_type, body) not in ("", digest):
+            raise RegistryError(f"{target.reference(tag)} does not point at {digest} after moving it")
+        return [target.reference(tag)]
 
     return sync
 
@@ -431,7 +431,7 @@ def nightly(m: Matrix, options: NightlyOptions, output: Output) -> NightlyRun:
     diff, notes = report.read_compat(options.compat)
     publisher = None
     if options.push:
-        publisher = registry.Publisher.resolve(m.spec.registry.target, options.registry_override)
+        publisher = Publisher.resolve(m.spec.registry.target, options.registry_override)
     held_before = wheel_cache.stored_bytes(options.wheel_cache) if options.wheel_cache else 0
     try:
         with wheel_cache.serving(options.wheel_cache, profile, offline=options.wheel_cache_offline) as cached:

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 import jinja2
 
 from builder.errors import ConfigError
-from builder.model.tags import parse_tag, version_tuple
+from builder.model.naming import parse_tag, version_tuple
 
 Status = Literal["passed", "failed", "skipped", "cached", "timeout", "interrupted"]
 STATUSES: tuple[Status, ...] = get_args(Status)

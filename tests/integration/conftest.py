@@ -73,7 +73,7 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
     Their layers stay as build cache, so repeated CI runs on one machine reuse them and disk use stays flat.
     """
     from builder.build.engine import Engine
-    from builder.build.pipeline import LOCAL_REPOSITORY
+    from builder.model.naming import LOCAL_REPOSITORY
 
     engine = Engine.connect()
     dangling_before = {image.id for image in engine.client.images.list(filters={"dangling": True})}

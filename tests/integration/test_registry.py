@@ -352,7 +352,8 @@ def test_floating_tag_is_moved_registry_side_when_the_content_is_already_there( 
     tmp_path: Path,
 ) -> None:
     """An earlier run pushed the immutable tag but died before moving the floating one."""
-    from builder.publish.push import Credentials, RegistryHttp
+    from builder.publish.credentials import Credentials
+    from builder.publish.http import RegistryHttp
 
     env = push_env(local_env, tls_registry, tmp_path)
     assert run(cli, env, "push", CPU_TAG, "--image", PINNED_B).returncode == 0

@@ -52,7 +52,7 @@ def listed(cli: InProcessCli) -> list[str]:
 
 
 def test_list_prints_one_tag_per_line(listed: list[str]) -> None:
-    from builder.model.tags import format_tag, parse_tag
+    from builder.model.naming import format_tag, parse_tag
 
     assert "2.13-cpu-debian12" in listed
     assert "2.14-cuda13.0-debian12" in listed

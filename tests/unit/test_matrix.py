@@ -175,3 +175,16 @@ def test_select_globs(default_matrix: matrix.Matrix) -> None:
     assert chosen and all(c.key.torch == "2.13" for c in chosen)
     with pytest.raises(ConfigError, match="matches no cell"):
         default_matrix.select(["9.9-*"])
+
+
+def test_default_budgets_have_one_home_and_the_readme_shows_them(default_matrix) -> None:  # type: ignore[no-untyped-def]
+    """matrix.yaml sets no budgets, so the cells get `Budgets`' defaults, which the README lists."""
+    readme = (REPO / "README.md").read_text()
+    line = next(row for row in readme.splitlines() if row.startswith("budgets: "))
+    assert yaml.safe_load(line)["budgets"] == matrix.Budgets().model_dump()
+    assert "budgets" not in DEFAULT
+    assert (
+        default_matrix.cell("2.14-cuda13.0-debian12-full").size_budget_gb
+        == matrix.Budgets().full_cuda
+        == 16.0
+    )

@@ -1,4 +1,4 @@
-"""Registry logic without an engine: targets, credentials, tag plans, retries, redaction, Harbor's API."""
+"""Publishing without an engine: targets, credentials, tag plans, retries, mirrors, Harbor's API."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from typing import ClassVar
 
 import pytest
 
-from builder.build.engine import _auth_secrets
 from builder.errors import ConfigError, RegistryError
+from builder.model.secrets import auth_secrets, redact
 from builder.output import Output
 from builder.publish import push as registry
-from builder.publish.push import Credentials, RetryPolicy, Target
+from builder.publish.credentials import Credentials, lookup_credentials
+from builder.publish.harbor import ensure_harbor_project
+from builder.publish.mirror import mirror_bases, select_bases
+from builder.publish.push import RetryPolicy
+from builder.publish.target import Target, parse_target, resolve_target
 
 
 @pytest.mark.parametrize(
@@ -31,7 +35,7 @@ from builder.publish.push import Credentials, RetryPolicy, Target
     ],
 )
 def test_parse_target(text: str, host: str, repository: str, insecure: bool) -> None:
-    target = registry.parse_target(text)
+    target = parse_target(text)
     assert (target.host, target.repository, target.insecure) == (host, repository, insecure)
     assert target.reference("2.13.0-cpu-debian12") == f"{host}/{repository}:2.13.0-cpu-debian12"
 
@@ -49,29 +53,14 @@ def test_parse_target(text: str, host: str, repository: str, insecure: bool) -> 
 )
 def test_parse_target_refuses(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        registry.parse_target(text)
+        parse_target(text)
     assert message in str(err.value)
     assert err.value.exit_code == 2
 
 
 def test_resolve_target_prefers_the_environment_value() -> None:
-    assert registry.resolve_target("localhost:5000/pytorch", None).host == "localhost:5000"
-    assert registry.resolve_target("localhost:5000/pytorch", "harbor.example.com/ml").project == "ml"
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("127.0.0.1:5000", True),
-        ("localhost", True),
-        ("[::1]:5000", True),
-        ("127.5.0.1", True),
-        ("harbor.example.com:443", False),
-        ("10.0.0.1:5000", False),
-    ],
-)
-def test_is_loopback(host: str, loopback: bool) -> None:
-    assert registry.is_loopback(host) is loopback
+    assert resolve_target("localhost:5000/pytorch", None).host == "localhost:5000"
+    assert resolve_target("localhost:5000/pytorch", "harbor.example.com/ml").project == "ml"
 
 
 def write_config(tmp_path: Path, config: dict[str, object]) -> Path:
@@ -85,7 +74,7 @@ def test_credentials_from_the_environment_win(tmp_path: Path) -> None:
         tmp_path, {"auths": {"harbor.example.com": {"auth": base64.b64encode(b"u:p").decode()}}}
     )
     env = {"REGISTRY_USERNAME": "robot$ml+ci", "REGISTRY_PASSWORD": "tok3n-value"}
-    creds = registry.lookup_credentials("harbor.example.com", env=env, config_path=path)
+    creds = lookup_credentials("harbor.example.com", env=env, config_path=path)
     assert creds is not None
     assert (creds.username, creds.password, creds.source) == (
         "robot$ml+ci",
@@ -101,43 +90,43 @@ def test_credentials_from_the_environment_win(tmp_path: Path) -> None:
 
 def test_half_of_the_environment_credentials_is_an_error() -> None:
     with pytest.raises(ConfigError, match="REGISTRY_PASSWORD is not set"):
-        registry.lookup_credentials("h.example.com", env={"REGISTRY_USERNAME": "u"})
+        lookup_credentials("h.example.com", env={"REGISTRY_USERNAME": "u"})
 
 
 @pytest.mark.parametrize("key", ["127.0.0.1:5443", "https://127.0.0.1:5443", "https://127.0.0.1:5443/v2/"])
 def test_credentials_from_the_docker_config_base64_auth(tmp_path: Path, key: str) -> None:
     auth = base64.b64encode(b"alice:pa:ss").decode()  # a password may contain ':'
     path = write_config(tmp_path, {"auths": {"other.example.com": {"auth": "eDp5"}, key: {"auth": auth}}})
-    creds = registry.lookup_credentials("127.0.0.1:5443", env={}, config_path=path)
+    creds = lookup_credentials("127.0.0.1:5443", env={}, config_path=path)
     assert creds is not None
     assert (creds.username, creds.password, creds.source) == ("alice", "pa:ss", str(path))
 
 
 def test_docker_config_found_through_DOCKER_CONFIG(tmp_path: Path) -> None:
     write_config(tmp_path, {"auths": {"h.example.com": {"username": "u", "password": "p"}}})
-    creds = registry.lookup_credentials("h.example.com", env={"DOCKER_CONFIG": str(tmp_path)})
+    creds = lookup_credentials("h.example.com", env={"DOCKER_CONFIG": str(tmp_path)})
     assert creds is not None and creds.password == "p"
 
 
 def test_identity_token_and_missing_entries(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"auths": {"h.example.com": {"identitytoken": "oauth-refresh"}}})
-    creds = registry.lookup_credentials("h.example.com", env={}, config_path=path)
+    creds = lookup_credentials("h.example.com", env={}, config_path=path)
     assert creds is not None and creds.auth_config() == {
         "identitytoken": "oauth-refresh",
         "serveraddress": "h.example.com",
     }
-    assert registry.lookup_credentials("other.example.com", env={}, config_path=path) is None
-    assert registry.lookup_credentials("h.example.com", env={}, config_path=tmp_path / "absent.json") is None
+    assert lookup_credentials("other.example.com", env={}, config_path=path) is None
+    assert lookup_credentials("h.example.com", env={}, config_path=tmp_path / "absent.json") is None
 
 
 def test_bad_docker_config_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable Docker config"):
-        registry.lookup_credentials("h.example.com", env={}, config_path=path)
+        lookup_credentials("h.example.com", env={}, config_path=path)
     path = write_config(tmp_path, {"auths": {"h.example.com": {"auth": "%%%not-base64"}}})
     with pytest.raises(ConfigError, match="not base64 of user:password") as err:
-        registry.lookup_credentials("h.example.com", env={}, config_path=path)
+        lookup_credentials("h.example.com", env={}, config_path=path)
     assert "%%%not-base64" not in str(err.value)
 
 
@@ -151,8 +140,34 @@ def test_credential_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}:/usr/bin:/bin")
     path = write_config(tmp_path, {"credHelpers": {"h.example.com": "unit"}})
-    creds = registry.lookup_credentials("h.example.com", env={}, config_path=path)
+    creds = lookup_credentials("h.example.com", env={}, config_path=path)
     assert creds is not None and (creds.username, creds.password) == ("hu", "hs-h.example.com")
+
+
+def test_credential_store_tokens_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`credsStore` through docker-py: an identity token (`<token>`), nothing stored, and a broken helper."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    store = bin_dir / "docker-credential-store"
+    store.write_text(
+        '#!/bin/sh\nread host\ncase "$host" in\n'
+        '  t.example.com) echo \'{"Username":"<token>","Secret":"refresh-tok"}\' ;;\n'
+        "  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n"
+    )
+    store.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    path = write_config(tmp_path, {"credsStore": "store"})
+    creds = lookup_credentials("t.example.com", env={}, config_path=path)
+    assert creds is not None and creds.auth_config() == {
+        "identitytoken": "refresh-tok",
+        "serveraddress": "t.example.com",
+    }
+    assert lookup_credentials("other.example.com", env={}, config_path=path) is None
+    missing = write_config(tmp_path, {"credsStore": "absent"})
+    with pytest.raises(ConfigError) as err:
+        lookup_credentials("t.example.com", env={}, config_path=missing)
+    assert str(err.value).startswith(f"{missing}: credsStore: docker-credential-absent not installed")
+    assert err.value.exit_code == 2
 
 
 def test_credentials_never_show_their_secret() -> None:
@@ -161,9 +176,9 @@ def test_credentials_never_show_their_secret() -> None:
     encoded = base64.b64encode(b"robot$x:s3cret-value").decode()
     assert set(creds.secrets()) == {"s3cret-value", encoded}
     message = f"push failed: Authorization: Basic {encoded} password=s3cret-value"
-    assert "s3cret" not in registry.redact(message, creds.secrets())
-    assert set(_auth_secrets(creds.auth_config())) == {"s3cret-value", encoded}
-    assert _auth_secrets(None) == []
+    assert "s3cret" not in redact(message, creds.secrets())
+    assert set(auth_secrets(creds.auth_config())) == {"s3cret-value", encoded}
+    assert auth_secrets(None) == []
 
 
 def test_plan_pushes_the_immutable_tag_first(default_matrix) -> None:  # type: ignore[no-untyped-def]
@@ -171,12 +186,12 @@ def test_plan_pushes_the_immutable_tag_first(default_matrix) -> None:  # type: i
     cpu = registry.plan_push(default_matrix.cell("2.13-cpu-debian12"), target)
     assert cpu.local == "pytorch-cuda-images:2.13.0-cpu-debian12"
     assert cpu.immutable == "harbor.example.com/ml/pytorch:2.13.0-cpu-debian12"
-    assert cpu.floating == ("harbor.example.com/ml/pytorch:2.13-cpu-debian12",)
+    assert cpu.floating == "harbor.example.com/ml/pytorch:2.13-cpu-debian12"
     assert cpu.repository == "harbor.example.com/ml/pytorch"
     full = registry.plan_push(default_matrix.cell("2.14-cuda13.0-debian12-full"), target, local="sha256:abc")
     assert full.local == "sha256:abc"
     assert full.immutable.endswith(":2.14.1-cuda13.0.3-cudnn9-debian12-full")
-    assert full.floating == ("harbor.example.com/ml/pytorch:2.14-cuda13.0-debian12-full",)
+    assert full.floating == "harbor.example.com/ml/pytorch:2.14-cuda13.0-debian12-full"
 
 
 @pytest.mark.parametrize(
@@ -244,8 +259,8 @@ def test_retry_policy_from_options_and_environment() -> None:
 
 
 def test_base_selection(default_matrix) -> None:  # type: ignore[no-untyped-def]
-    bases = registry.select_bases(
-        list(default_matrix.cells), lambda c: f"mirror.example.com/{c.base_image}", ["2.13-cpu-debian12"]
+    bases = select_bases(
+        default_matrix.select(["2.13-cpu-debian12"]), lambda c: f"mirror.example.com/{c.base_image}"
     )
     assert bases == {"library/debian:12": "mirror.example.com/library/debian:12"}
 
@@ -253,7 +268,7 @@ def test_base_selection(default_matrix) -> None:  # type: ignore[no-untyped-def]
 def test_mirror_target_is_checked_before_any_engine_call() -> None:
     for bad in ("https://h.example.com/x", "u:p@h.example.com", "library"):
         with pytest.raises(ConfigError):
-            registry.mirror_bases(
+            mirror_bases(
                 None,
                 {"library/debian:12": "x.example.com/library/debian:12"},
                 bad,  # type: ignore[arg-type]
@@ -299,10 +314,10 @@ def fake_harbor() -> Iterator[str]:
 
 
 def test_harbor_project_is_created_once(fake_harbor: str) -> None:
-    target = registry.parse_target(f"http://{fake_harbor}/ml")
+    target = parse_target(f"http://{fake_harbor}/ml")
     creds = Credentials(fake_harbor, "robot$admin", "harbor-secret")
-    assert registry.ensure_harbor_project(target, creds) is True
-    assert registry.ensure_harbor_project(target, creds) is False
+    assert ensure_harbor_project(target, creds) is True
+    assert ensure_harbor_project(target, creds) is False
     methods = [(m, p) for m, p, _ in _FakeHarbor.seen]
     assert methods == [
         ("HEAD", "/api/v2.0/projects?project_name=ml"),
@@ -312,4 +327,4 @@ def test_harbor_project_is_created_once(fake_harbor: str) -> None:
     assert _FakeHarbor.seen[0][2] == creds.basic_header()
     assert json.loads(_FakeHarbor.seen[1][2]) == {"project_name": "ml", "metadata": {"public": "false"}}
     with pytest.raises(ConfigError, match="--create-project needs"):
-        registry.ensure_harbor_project(target, None)
+        ensure_harbor_project(target, None)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import testinfra
 
-from builder.build.pipeline import local_references
 from builder.model import matrix
 from builder.model.cell import Cell
+from builder.model.naming import local_references
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from builder.build.render import cell_immutable_tag
 from builder.model import profiles
+from builder.model.naming import immutable_tag
 from tests.integration.conftest import Cli
 from tests.integration.images.conftest import CANARY_PASSWORD, BuiltImage, build_image, docker_history
 
@@ -82,7 +82,7 @@ class TestSlimStructure:
     def test_labels_equal_the_cell(self, image: BuiltImage, engine: Any) -> None:
         labels = engine.image_attrs(image.reference)["Config"]["Labels"]
         cell = image.cell
-        assert labels["org.opencontainers.image.version"] == cell_immutable_tag(cell)
+        assert labels["org.opencontainers.image.version"] == immutable_tag(cell)
         assert labels["dev.pytorch-cuda-images.torch"] == cell.torch_version
         assert labels["dev.pytorch-cuda-images.cuda"] == (cell.cuda_version or "none")
         assert labels["dev.pytorch-cuda-images.cudnn"] == (cell.cudnn_version or "none")
