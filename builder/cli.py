@@ -375,21 +375,32 @@ def smoke_command(
 @app.command()
 def doctor(
     tag: Annotated[str | None, typer.Argument(help="Check the host against this cell's needs.")] = None,
+    driver: Annotated[
+        str | None,
+        typer.Option("--driver", help="Judge this driver version (e.g. 535.104.05) instead of the host's."),
+    ] = None,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     as_json: JsonOption = False,
 ) -> None:
-    """Host-side checks alone: engine, GPU runtime, driver vs the cell's minimum (exit 1 on a failure)."""
+    """Host-side checks: engine, GPU requests, and the driver against a cell's needs (exit 1 on a failure).
+
+    Without TAG, every CUDA version of the matrix is judged against the driver: runs, runs with limits
+    (warn: minor-version compatibility), or fails.
+    """
     from builder.build import gate
 
     out = Output(json_mode=as_json)
-    checks = gate.doctor(matrix_mod.load(matrix).cell(tag) if tag else None)
+    loaded = matrix_mod.load(matrix)
+    checks = gate.doctor(loaded.cell(tag) if tag else None, cells=loaded.cells, driver=driver)
     if as_json:
-        out.document([{"name": c.name, "status": c.status, "detail": c.detail} for c in checks])
+        out.document(
+            [{"name": c.name, "status": c.status, "detail": c.detail, "blocking": c.blocking} for c in checks]
+        )
     else:
         width = max(len(c.name) for c in checks)
         for check in checks:
             out.result(f"{check.name.ljust(width)}  {check.status.ljust(7)}  {check.detail}")
-    if any(c.status == "fail" for c in checks):
+    if any(c.status == "fail" and c.blocking for c in checks):
         raise typer.Exit(1)
 
 

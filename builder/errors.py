@@ -5,6 +5,8 @@ Only `builder.cli` turns them into an exit; everything else raises.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BuilderError(Exception):
     """Base class: a message for the user and an exit code."""
@@ -37,6 +39,14 @@ class EngineUnavailableError(BuilderError):
 
 class BuildFailedError(BuilderError):
     """The image build failed; no tag was created (exit 1)."""
+
+
+class ContainerStartError(BuilderError):
+    """The engine created a container but refused to start it (exit 1); carries the container's HostConfig."""
+
+    def __init__(self, message: str, *, host_config: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.host_config = host_config or {}
 
 
 class SmokeFailedError(BuilderError):

@@ -19,17 +19,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import docker
 import docker.auth
 import docker.errors
 import requests.exceptions
-from docker.types import CancellableStream, DeviceRequest
+from docker.types import CancellableStream, DeviceRequest, Ulimit
 
 from builder.errors import (
     BuildFailedError,
     ConfigError,
+    ContainerStartError,
     EngineUnavailableError,
     MirrorError,
     RegistryError,
@@ -43,6 +44,52 @@ STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 TOOL_ERROR_RE = re.compile(r"^(?:#\d+ [\d.]+ )?(?P<kind>ERROR|E): (?P<message>\S.*)$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the classic builder colours a step's stderr red
 LOG_TAIL_LINES = 30
+
+# How a container asks for every GPU: through CDI (Docker >= 25 with CDI enabled, and a spec that the
+# NVIDIA Container Toolkit generated), or the legacy request that the NVIDIA runtime or hook answers.
+GpuRequest = Literal["cdi", "legacy"]
+CDI_ALL_GPUS = "nvidia.com/gpu=all"
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # the engine's defaults where `docker info` names none
+
+
+def device_requests(gpu: GpuRequest | None) -> list[DeviceRequest] | None:
+    if gpu == "cdi":
+        return [DeviceRequest(driver="cdi", device_ids=[CDI_ALL_GPUS])]
+    if gpu == "legacy":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return None
+
+
+def gpu_request_kinds(info: Mapping[str, Any], cdi_specs: Iterable[str], nvidiactl: bool) -> list[GpuRequest]:
+    """The GPU requests an engine can answer, in the order to try them (pure: `docker info`, the texts of the
+    CDI spec files, and whether the host has /dev/nvidiactl are passed in).
+
+    CDI: the engine reports CDI spec directories (empty when CDI is off, and absent before API 1.44) and a
+    device or spec names nvidia.com/gpu. Legacy: the nvidia runtime is registered, or (toolkit hook setups
+    register none) the host has NVIDIA device nodes.
+    """
+    kinds: list[GpuRequest] = []
+    discovered = [str(d.get("ID", "")) for d in info.get("DiscoveredDevices") or [] if isinstance(d, dict)]
+    nvidia_cdi = any(i.startswith("nvidia.com/gpu=") for i in discovered) or any(
+        "nvidia.com/gpu" in text for text in cdi_specs
+    )
+    if info.get("CDISpecDirs") and nvidia_cdi:
+        kinds.append("cdi")
+    if "nvidia" in (info.get("Runtimes") or {}) or nvidiactl:
+        kinds.append("legacy")
+    return kinds
+
+
+def _cdi_spec_texts(dirs: Iterable[str]) -> list[str]:
+    texts = []
+    for folder in dirs:
+        for spec in sorted(Path(folder).glob("*")):
+            if spec.suffix in (".yaml", ".yml", ".json"):
+                try:
+                    texts.append(spec.read_text(encoding="utf-8", errors="replace"))
+                except OSError:
+                    continue
+    return texts
 
 
 def engine_hint() -> str:
@@ -67,6 +114,7 @@ class RunResult:
     stdout: str
     stderr: str
     seconds: float
+    host_config: dict[str, Any] = field(default_factory=dict)  # `docker inspect`'s HostConfig
 
 
 @dataclass
@@ -148,12 +196,14 @@ class Engine:
         info: dict[str, Any] = self.client.version()
         return info
 
-    def has_nvidia_runtime(self) -> bool:
-        """Whether containers can be given GPUs: the nvidia runtime is registered, or (CDI / toolkit hook
-        setups, which register none) the engine is local and the host has NVIDIA device nodes."""
-        runtimes = self.client.info().get("Runtimes", {}) or {}
+    def gpu_requests(self) -> list[GpuRequest]:
+        """How containers can be given GPUs here, in the order to try (empty: they cannot).
+
+        CDI specs and device nodes on this machine count only when the engine is local."""
+        info = self.client.info()
         local = os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
-        return "nvidia" in runtimes or (local and Path("/dev/nvidiactl").exists())
+        specs = _cdi_spec_texts(info.get("CDISpecDirs") or CDI_SPEC_DIRS) if local else []
+        return gpu_request_kinds(info, specs, local and Path("/dev/nvidiactl").exists())
 
     # --- images ---------------------------------------------------------------------------------
     def pull(self, reference: str) -> str:
@@ -292,14 +342,18 @@ class Engine:
         image: str,
         command: list[str],
         *,
-        gpus: bool = False,
+        gpu: GpuRequest | None = None,
         env: Mapping[str, str] | None = None,
         network_host: bool = False,
+        memlock_unlimited: bool = False,
         **kwargs: Any,
     ) -> Iterator[Any]:
-        """A started container with a unique name, removed afterwards whatever happens."""
+        """A started container with a unique name, removed afterwards whatever happens.
+
+        ContainerStartError (with the container's HostConfig) when the engine refuses to start it.
+        """
         name = f"pci-{uuid.uuid4().hex[:12]}"
-        device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None
+        ulimits = [Ulimit(name="memlock", soft=-1, hard=-1)] if memlock_unlimited else None
         try:
             container = self.client.containers.create(
                 image,
@@ -308,8 +362,9 @@ class Engine:
                 detach=True,
                 environment=dict(env or {}),
                 labels={ROLE_LABEL: "run"},
-                device_requests=device_requests,
+                device_requests=device_requests(gpu),
                 network_mode="host" if network_host else None,
+                ulimits=ulimits,
                 **kwargs,
             )
         except docker.errors.ImageNotFound:
@@ -317,7 +372,11 @@ class Engine:
                 f"no image {image} on this engine: build it first (make build TAG=...)"
             ) from None
         try:
-            container.start()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                host_config = dict(container.attrs.get("HostConfig") or {})
+                raise ContainerStartError(_explain(exc).strip(), host_config=host_config) from None
             yield container
         finally:
             try:
@@ -331,13 +390,20 @@ class Engine:
         command: list[str],
         *,
         timeout: float,
-        gpus: bool = False,
+        gpu: GpuRequest | None = None,
         env: Mapping[str, str] | None = None,
+        shm_size: str | None = None,
+        memlock_unlimited: bool = False,
     ) -> RunResult:
         """Run a command to completion (or the timeout); the container is always removed."""
         self._check()
         started = time.perf_counter()
-        with self.container(image, command, gpus=gpus, env=env) as container:
+        options: dict[str, Any] = {"shm_size": shm_size} if shm_size else {}
+        with self.container(
+            image, command, gpu=gpu, env=env, memlock_unlimited=memlock_unlimited, **options
+        ) as container:
+            container.reload()
+            host_config = dict(container.attrs.get("HostConfig") or {})
             exit_code: int | None
             try:
                 with self._stoppable(container.kill):
@@ -350,7 +416,11 @@ class Engine:
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         return RunResult(
-            exit_code=exit_code, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - started
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            seconds=time.perf_counter() - started,
+            host_config=host_config,
         )
 
     # --- registry -------------------------------------------------------------------------------

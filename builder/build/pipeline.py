@@ -143,7 +143,7 @@ def build_cell(
     output.info(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s")
     report = None
     if run_smoke:
-        gpus = engine.has_nvidia_runtime()
+        gpus = engine.gpu_requests()
         try:
             with output.step(f"{cell.tag}: smoke tests"):
                 report = gate.run(

@@ -37,7 +37,8 @@ class Cell:
     cuda_version: str | None = None  # "12.8.1"
     cudnn_version: str | None = None
     nccl_version: str | None = None
-    min_driver: str | None = None
+    min_driver: str | None = None  # the CUDA toolkit's own release driver: everything works from here on
+    min_driver_compat: str | None = None  # minor-version compatibility floor: runs where SASS exists
     arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST, "7.5;8.0;9.0"
     cuda_dev_base: str | None = None  # "wheels" | "nvidia" (full CUDA cells)
     toolkit_wheel: str | None = None  # cuda-toolkit wheel version for the wheels dev base

@@ -49,6 +49,11 @@ class CudaRelease(_Strict):
     source: list[str] | str
 
 
+class DriverCompat(_Strict):
+    minor_version: dict[str, str]  # CUDA major -> lowest driver of minor-version compatibility
+    source: list[str] | str
+
+
 class OsRelease(_Strict):
     family: Literal["ubuntu", "debian"]
     version: str
@@ -63,6 +68,7 @@ class CompatData(_Strict):
     torch: dict[str, TorchRelease]
     cuda: dict[str, CudaRelease]
     os: dict[str, OsRelease]
+    driver_compat: DriverCompat
 
     def torch_minors(self) -> list[str]:
         return sorted(self.torch, key=version_tuple)
@@ -182,6 +188,11 @@ def base_image(key: CellKey, settings: Settings, data: CompatData) -> str:
             return f"nvidia/cuda:{release.version}-{release.cudnn_image_tag}-devel-{key.os}"
     image = data.os[key.os].image
     return image if "/" in image.split(":")[0] else f"library/{image}"
+
+
+def minor_version_driver(cuda: str, data: CompatData) -> str | None:
+    """Lowest driver that runs CUDA `cuda` through minor-version compatibility (None: no such floor)."""
+    return data.driver_compat.minor_version.get(cuda.split(".")[0])
 
 
 def arch_list(key: CellKey, data: CompatData) -> str | None:

@@ -308,6 +308,7 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
         cudnn_version=_cudnn(release, wheel_source) if cuda else None,
         nccl_version=release.nccl if cuda else None,
         min_driver=cuda_release.min_driver if cuda_release else None,
+        min_driver_compat=compat.minor_version_driver(cuda, data) if cuda else None,
         arch_list=compat.arch_list(key, data),
         cuda_dev_base=dev_base,
         toolkit_wheel=cuda_release.toolkit_wheel if dev_base == "wheels" and cuda_release else None,

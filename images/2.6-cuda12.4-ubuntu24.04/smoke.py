@@ -15,10 +15,12 @@ or an unreadable cell.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import faulthandler
 import importlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -28,20 +30,36 @@ import site
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 PASS = "pass"
+WARN = "warn"  # works, with a limit worth knowing; never fails the suite
 FAIL = "fail"
 SKIPPED = "skipped"
 
 NO_GPU = "no GPU visible"
 REQUIRE_GPU_LINE = "no GPU visible but --require-gpu was given"
 DRIVER_TOO_OLD = "driver too old"
+
+# The in-suite watchdog reports at --timeout; when a check holds the GIL (stuck in C) it cannot run, and
+# faulthandler's own thread dumps the tracebacks and exits this much later. The host gives the container
+# more time than both (builder/build/gate.py), so whatever the suite reports reaches it.
+BACKSTOP_S = 10.0
+# With --progress each check's start and result go to stderr as one JSON line after this prefix, so the
+# host can rebuild a partial report when the suite itself could not print one.
+PROGRESS_PREFIX = "smoke-progress "
+
+# Lowest driver for any CUDA <major>.x build (minor-version compatibility). A copy of
+# builder/resources/compat.yaml `driver_compat.minor_version` (a unit test keeps the two equal): this
+# file runs inside images, where the package is absent.
+MINOR_VERSION_DRIVER = {"11": "450.80.02", "12": "525.60.13", "13": "580"}
 
 Outcome = tuple[str, str]
 
@@ -234,6 +252,195 @@ def driver_older(found: str, minimum: str) -> bool:
     return version_tuple(found) < version_tuple(minimum)
 
 
+def minor_version_driver(cuda: str) -> str | None:
+    """Lowest driver that runs a CUDA `cuda` build through minor-version compatibility."""
+    return MINOR_VERSION_DRIVER.get(cuda.split(".")[0])
+
+
+def driver_verdict(
+    cuda: str,
+    driver: str,
+    min_driver: str,
+    *,
+    floor: str | None,
+    archs: Sequence[str] = (),
+    coverage: Sequence[tuple[str, str | None]] | None = None,
+    driver_cuda: str | None = None,
+) -> Outcome:
+    """Whether a CUDA `cuda` build runs on `driver`: pass, warn (runs, with limits) or fail.
+
+    min_driver: the toolkit's release driver (everything works from there on). floor: the
+    minor-version compatibility floor of CUDA's major; between the two a build runs where it has
+    SASS for the GPU, but PTX cannot be JIT-compiled. coverage: (sm_XY, covering arch entry) per
+    visible GPU, None when no GPU is visible. driver_cuda: the CUDA version libcuda reports, which a
+    forward-compatibility package raises above the kernel driver's own.
+    """
+    if not driver_older(driver, min_driver):
+        return PASS, f"driver {driver} >= {min_driver}"
+    if driver_cuda is not None and version_tuple(driver_cuda) >= version_tuple(cuda):
+        return WARN, (
+            f"driver {driver} < {min_driver}, but libcuda reports CUDA {driver_cuda}: a forward-"
+            "compatibility package is in use (NVIDIA supports it on data-center GPUs only)"
+        )
+    if floor is None or driver_older(driver, floor):
+        return FAIL, f"driver {driver} is older than the minimum {min_driver} for CUDA {cuda}"
+    major = cuda.split(".")[0]
+    limits = f"runs through CUDA {major}.x minor-version compatibility (driver >= {floor})"
+    if coverage is None:
+        return WARN, (
+            f"driver {driver} < {min_driver} (CUDA {cuda}'s release driver): {limits} on GPUs this "
+            f"build has SASS for ({' '.join(archs) or 'none listed'}); a GPU that needs PTX JIT needs "
+            f">= {min_driver}"
+        )
+    jit = [
+        f"{sm} (only {entry})" for sm, entry in coverage if entry is not None and entry.startswith("compute_")
+    ]
+    if jit:
+        return FAIL, (
+            f"driver {driver} < {min_driver}: {', '.join(jit)} needs PTX JIT, which minor-version "
+            f"compatibility does not give; update the driver to >= {min_driver}"
+        )
+    sass = sorted({sm for sm, entry in coverage if entry is not None})
+    return WARN, (
+        f"driver {driver} < {min_driver} (CUDA {cuda}'s release driver): {limits}, with SASS for "
+        f"{' '.join(sass) or 'no visible GPU'}; PTX JIT and features that need a newer driver are unavailable"
+    )
+
+
+def nccl_pin(requires: Sequence[str]) -> tuple[int, int, int] | None:
+    """The nvidia-nccl-cuXX==X.Y.Z pin among a wheel's Requires-Dist lines, as (X, Y, Z)."""
+    for requirement in requires:
+        m = re.match(r"\s*nvidia-nccl-cu\d+\s*==\s*(\d+)\.(\d+)\.(\d+)", requirement)
+        if m:
+            return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return None
+
+
+def _dotted(version: Sequence[int]) -> str:
+    return ".".join(map(str, version))
+
+
+def nccl_outcome(
+    loaded: tuple[int, int, int],
+    pinned: tuple[int, int, int] | None,
+    compiled: tuple[int, int, int],
+    path: str,
+) -> Outcome:
+    """The loaded libnccl against the wheel's pin; without a pin, not older than torch's build-time NCCL.
+
+    torch.cuda.nccl.version() is the version torch was compiled with; the wheel may pin (and load) a
+    newer one (pytorch/builder#1666: built with 2.18.1, pinned 2.19.3), so it is never compared exactly.
+    """
+    built = f"torch was built with {_dotted(compiled)}"
+    if pinned is not None:
+        if loaded != pinned:
+            return (
+                FAIL,
+                f"{path} is NCCL {_dotted(loaded)} but the torch wheel pins {_dotted(pinned)} ({built})",
+            )
+        return PASS, f"NCCL {_dotted(loaded)} ({path}) as the wheel pins; {built}"
+    if loaded[0] != compiled[0] or loaded < compiled:
+        return FAIL, f"{path} is NCCL {_dotted(loaded)}, older than the NCCL {_dotted(compiled)} {built[6:]}"
+    return PASS, f"NCCL {_dotted(loaded)} ({path}); {built}; the wheel pins no NCCL"
+
+
+# NCCL 2.23 and later create a CUDA memory pool when a communicator is made (cudaMemPoolCreate in
+# src/init.cc, unconditional up to 2.30 and not switched off by any NCCL_* variable); devices without
+# memory-pool support (vGPU profiles, MIG slices under vGPU) fail there: NVIDIA/nccl#2101.
+NCCL_MEM_POOL_SINCE = (2, 23, 0)
+
+
+def device_kind(name: str) -> str:
+    """'MIG slice', 'vGPU' or 'GPU', from the CUDA device name."""
+    if re.search(r"\bMIG\b", name):
+        return "MIG slice"
+    if name.startswith("GRID ") or re.search(r"-\d+[ABCQ]$", name):
+        return "vGPU"
+    return "GPU"
+
+
+def mem_pool_skip(nccl: tuple[int, int, int], devices: Sequence[tuple[str, bool | None]]) -> str | None:
+    """Why the NCCL check cannot run (an NCCL that needs memory pools, devices without them), else None."""
+    lacking = [f"{name} ({device_kind(name)})" for name, pools in devices if pools is False]
+    if nccl < NCCL_MEM_POOL_SINCE or not lacking:
+        return None
+    return (
+        f"NCCL {_dotted(nccl)} creates a CUDA memory pool at init (NCCL >= 2.23), which {', '.join(lacking)} "
+        "does not support (cudaDevAttrMemoryPoolsSupported = 0): NVIDIA/nccl#2101"
+    )
+
+
+MIN_TRITON_CAPABILITY = (7, 0)
+
+
+def compile_unsupported(capability: tuple[int, int]) -> str | None:
+    """Why torch.compile cannot run on this device (Inductor's GPUTooOldForTriton), else None."""
+    if tuple(capability) >= MIN_TRITON_CAPABILITY:
+        return None
+    major, minor = capability
+    return f"torch.compile (Inductor, Triton) needs compute capability >= 7.0; device is sm_{major}{minor}"
+
+
+def too_old_for_triton(exc: BaseException) -> bool:
+    """Whether Inductor's GPUTooOldForTriton is in the exception's chain."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if type(seen).__name__ == "GPUTooOldForTriton":
+            return True
+        seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+    return False
+
+
+# Fused attention kernels that must run where torch ships them for the device: memory-efficient
+# everywhere, flash on sm_80 to sm_90. cuDNN attention (and flash elsewhere) are checked when present.
+SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
+SDPA_TOLERANCE = {"float16": 1e-2, "bfloat16": 4e-2}  # max |error| / max |fp32 math reference|
+
+
+def required_sdpa_backends(capability: tuple[int, int]) -> tuple[str, ...]:
+    if (8, 0) <= tuple(capability) < (10, 0):
+        return ("FLASH_ATTENTION", "EFFICIENT_ATTENTION")
+    return ("EFFICIENT_ATTENTION",)
+
+
+def half_dtypes(capability: tuple[int, int]) -> tuple[str, ...]:
+    """16-bit dtypes the device computes in: bf16 from sm_80 on."""
+    return ("bfloat16", "float16") if tuple(capability) >= (8, 0) else ("float16",)
+
+
+def loss_problem(losses: Sequence[float]) -> str | None:
+    """What is wrong with a short training run's losses (non-finite, or no decrease), else None."""
+    shown = ", ".join(f"{loss:.4g}" for loss in losses)
+    if not losses or any(loss != loss or loss in (float("inf"), float("-inf")) for loss in losses):
+        return f"non-finite loss: [{shown}]"
+    if losses[-1] >= losses[0]:
+        return f"loss did not decrease: [{shown}]"
+    return None
+
+
+CUDA_HINTS = (
+    ("802", "NVSwitch systems (HGX, DGX) need nvidia-fabricmanager running, at the driver's version"),
+    ("system not yet initialized", "NVSwitch systems (HGX, DGX) need nvidia-fabricmanager running"),
+    ("too old", "update the host driver"),
+)
+
+
+def explain_cuda_error(reason: str, device_nodes: Sequence[str]) -> str:
+    """CUDA's initialisation error with what usually causes it (fabric manager, missing device nodes)."""
+    hints = []
+    for needle, hint in CUDA_HINTS:
+        if needle in reason and hint not in hints:
+            hints.append(hint)
+            break
+    if "nvidiactl" in device_nodes and "nvidia-uvm" not in device_nodes:
+        hints.append("/dev/nvidia-uvm is missing: load nvidia-uvm on the host (nvidia-modprobe -u -c=0)")
+    if not any(node == "nvidiactl" or re.fullmatch(r"nvidia\d+", node) for node in device_nodes):
+        hints.append("no /dev/nvidia* device here")
+    return "; ".join([reason, *hints])
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (bind port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -289,13 +496,104 @@ class Context:
 
     cell: Cell
     require_gpu: bool = False
+    gpus_requested: bool = False  # the host asked the engine for GPUs (--gpus-requested)
     torch_error: str | None = None
     driver_too_old: bool = False
-    gpu: bool | None = None  # set before the first GPU check
+    gpu: bool | None = None  # set by probe_gpu, before the first GPU check
+    gpu_reason: str = ""  # why no GPU is usable (CUDA's own error where there is one)
 
     @property
     def is_cuda(self) -> bool:
         return self.cell.cuda is not None
+
+
+def device_nodes() -> list[str]:
+    """NVIDIA device nodes in /dev (nvidiactl, nvidia0, nvidia-uvm, ...)."""
+    try:
+        return sorted(name for name in os.listdir("/dev") if name.startswith("nvidia"))
+    except OSError:
+        return []
+
+
+def _cuda_init_error(torch: Any, warned: Sequence[str]) -> str:
+    """CUDA's start-up error: torch's 'CUDA initialization' warning, else what torch.cuda.init() raises."""
+    reason = "torch.cuda.device_count() is 0"
+    for message in warned:
+        if "CUDA initialization" in message or "driver" in message.lower():
+            reason = re.sub(r"\s*\(Triggered internally at .*\)\s*$", "", message.strip(), flags=re.S)
+            break
+    else:
+        try:
+            torch.cuda.init()
+        except Exception as exc:
+            reason = _short(exc)
+    return re.sub(r"\.\s+Please .*$", "", reason, flags=re.S)  # torch's advice to install a driver
+
+
+def gpu_visible(ctx: Context) -> tuple[bool, str]:
+    """Whether torch can use a CUDA device, and if not, why (the reason is kept for the report)."""
+    if ctx.torch_error is not None:
+        return False, "torch did not import"
+    try:
+        torch = _import("torch")
+        if torch.version.cuda is None:
+            return False, "torch is a CPU build"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            count = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        if count > 0:
+            return True, f"{count} GPU(s)"
+        reason = _cuda_init_error(torch, [str(w.message) for w in caught])
+    except Exception as exc:
+        reason = _short(exc)
+    return False, explain_cuda_error(reason, device_nodes())
+
+
+def probe_gpu(ctx: Context) -> bool:
+    """gpu_visible, asked once."""
+    if ctx.gpu is None:
+        ctx.gpu, ctx.gpu_reason = gpu_visible(ctx)
+    return ctx.gpu
+
+
+def gpu_expected(ctx: Context) -> str | None:
+    """Why this run should have a GPU (the host asked for one, or NVIDIA device nodes are here), else None."""
+    if ctx.gpus_requested:
+        return "GPUs were requested for this container"
+    if "nvidiactl" in device_nodes():
+        return "/dev/nvidiactl is present"
+    return None
+
+
+def _libcuda() -> Any | None:
+    """The driver's libcuda (None without one)."""
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
+def libcuda_version() -> str | None:
+    """CUDA version the loaded libcuda supports ('12.2'); a forward-compatibility package raises it."""
+    lib = _libcuda()
+    code = ctypes.c_int(0)
+    if lib is None or lib.cuDriverGetVersion(ctypes.byref(code)) != 0 or code.value <= 0:
+        return None
+    return f"{code.value // 1000}.{code.value % 1000 // 10}"
+
+
+CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED = 115
+
+
+def memory_pools_supported(ordinal: int) -> bool | None:
+    """cudaDevAttrMemoryPoolsSupported of a visible device, through libcuda; None when it cannot be asked."""
+    lib = _libcuda()
+    device, value = ctypes.c_int(0), ctypes.c_int(0)
+    if lib is None or lib.cuInit(0) != 0 or lib.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
+        return None
+    if lib.cuDeviceGetAttribute(ctypes.byref(value), CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED, device) != 0:
+        return None
+    return bool(value.value)
 
 
 # --------------------------------------------------------------------------- checks
@@ -392,11 +690,11 @@ def check_cudnn(ctx: Context) -> Outcome:
 
 
 def check_nccl(ctx: Context) -> Outcome:
-    """torch.cuda.nccl.version() works; the wheel's libnccl agrees via ncclGetVersion."""
+    """The libnccl this process loads is the one the torch wheel pins (ncclGetVersion via ctypes)."""
     if not ctx.is_cuda:
         return SKIPPED, "cpu cell"
     torch = _import("torch")
-    torch_version = tuple(int(p) for p in torch.cuda.nccl.version()[:3])
+    major, minor, patch = (int(p) for p in torch.cuda.nccl.version()[:3])
     path = find_shared_lib("libnccl")
     if path is None:
         return FAIL, "libnccl.so.* not found (site-packages nvidia/**/lib or loaded by torch)"
@@ -405,11 +703,11 @@ def check_nccl(ctx: Context) -> Outcome:
     rc = lib.ncclGetVersion(ctypes.byref(code))
     if rc != 0:
         return FAIL, f"ncclGetVersion in {path} returned error {rc}"
-    lib_version = nccl_version_from_int(code.value)
-    shown = ".".join(map(str, torch_version))
-    if lib_version != torch_version:
-        return FAIL, f"torch NCCL {shown} != {path} {'.'.join(map(str, lib_version))}"
-    return PASS, f"NCCL {shown} ({path})"
+    try:
+        requires = importlib.metadata.requires("torch") or []
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+    return nccl_outcome(nccl_version_from_int(code.value), nccl_pin(requires), (major, minor, patch), path)
 
 
 def compiled_arch_list(torch: Any) -> list[str]:
@@ -480,19 +778,37 @@ def read_driver_version() -> str | None:
         return None
 
 
+def _coverage(ctx: Context) -> list[tuple[str, str | None]] | None:
+    """(sm_XY, covering arch entry) per visible GPU; None when no GPU is usable."""
+    if not probe_gpu(ctx):
+        return None
+    torch = _import("torch")
+    arch_list = compiled_arch_list(torch)
+    coverage = []
+    for i in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(i)
+        coverage.append((f"sm_{major}{minor}", arch_covered((major, minor), arch_list)))
+    return coverage
+
+
 def check_driver(ctx: Context) -> Outcome:
-    """The host driver is at least the cell's min_driver (when a driver is visible)."""
+    """The host driver runs this CUDA build: at its release driver, or through minor-version compatibility."""
     found = read_driver_version()
     if found is None:
         return SKIPPED, "no NVIDIA driver found"
-    if not ctx.is_cuda or ctx.cell.min_driver is None:
+    if not ctx.is_cuda or ctx.cell.cuda is None or ctx.cell.min_driver is None:
         return SKIPPED, f"cpu cell (driver {found})"
-    if driver_older(found, ctx.cell.min_driver):
-        ctx.driver_too_old = True
-        return FAIL, (
-            f"driver {found} is older than the minimum {ctx.cell.min_driver} for CUDA {ctx.cell.cuda}"
-        )
-    return PASS, f"driver {found} >= {ctx.cell.min_driver}"
+    status, detail = driver_verdict(
+        ctx.cell.cuda,
+        found,
+        ctx.cell.min_driver,
+        floor=minor_version_driver(ctx.cell.cuda),
+        archs=ctx.cell.gpu_archs,
+        coverage=_coverage(ctx),
+        driver_cuda=libcuda_version(),
+    )
+    ctx.driver_too_old = status == FAIL
+    return status, detail
 
 
 def check_gpu_devices(ctx: Context) -> Outcome:
@@ -578,47 +894,189 @@ def check_conv2d(ctx: Context) -> Outcome:
     return PASS, f"forward == CPU, backward grads finite (cudnn acceptable: {uses_cudnn})"
 
 
-def _nccl_all_reduce(rank: int, world_size: int, port: int) -> float:
-    """Join an NCCL group on GPU `rank`, all_reduce (rank + 1), return the sum."""
+def _relative_error(got: Any, reference: Any) -> float:
+    """max |got - reference| / max |reference|, in fp32."""
+    scale = float(reference.abs().max()) or 1.0
+    return float((got.float() - reference).abs().max()) / scale
+
+
+def sdpa_error(torch: Any, device: str, dtype: str, backend: str) -> float | None:
+    """Causal attention forward and backward on one backend against the fp32 math backend.
+
+    The largest relative error over the output and the three input gradients; None when torch has no
+    kernel of that backend for this device, dtype or shape.
+    """
+    functional = _import("torch.nn.functional")
+    attention = _import("torch.nn.attention")
+    if not hasattr(attention.SDPBackend, backend):
+        return None
+    gen = torch.Generator().manual_seed(5)
+    shape = (2, 4, 256, 64)
+    inputs = [torch.randn(shape, generator=gen).to(getattr(torch, dtype)) for _ in range(3)]
+    grad = torch.randn(shape, generator=gen).to(getattr(torch, dtype))
+
+    def run(tensors: list[Any], kernel: str, grad_out: Any) -> list[Any]:
+        leaves = [t.to(device).detach().requires_grad_() for t in tensors]
+        with attention.sdpa_kernel(getattr(attention.SDPBackend, kernel)):
+            out = functional.scaled_dot_product_attention(*leaves, is_causal=True)
+        out.backward(grad_out.to(device))
+        return [out.detach(), *(leaf.grad for leaf in leaves)]
+
+    reference = run([t.float() for t in inputs], "MATH", grad.float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns why each unavailable kernel was not used
+        try:
+            got = run(inputs, backend, grad)
+        except RuntimeError as exc:
+            if "No available kernel" in str(exc) or "No viable backend" in str(exc):
+                return None
+            raise
+    return max(_relative_error(g, r) for g, r in zip(got, reference, strict=True))
+
+
+def check_sdpa(ctx: Context) -> Outcome:
+    """Scaled-dot-product attention (flash, memory-efficient, cuDNN) in fp16/bf16, forward and backward."""
+    torch = _import("torch")
+    rows: list[str] = []
+    problems: list[str] = []
+    for i in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(i)
+        required = required_sdpa_backends((major, minor))
+        for dtype in half_dtypes((major, minor)):
+            parts = []
+            for backend in SDPA_BACKENDS:
+                short = backend.split("_")[0].lower()
+                err = sdpa_error(torch, f"cuda:{i}", dtype, backend)
+                if err is None:
+                    parts.append(f"{short} n/a")
+                    if backend in required:
+                        problems.append(f"cuda:{i} sm_{major}{minor} {dtype}: no {short} kernel")
+                    continue
+                parts.append(f"{short} {err:.1e}")
+                if err > SDPA_TOLERANCE[dtype]:
+                    problems.append(f"cuda:{i} {dtype} {short} differs from math by {err:.1e}")
+            rows.append(f"cuda:{i} {dtype}: " + ", ".join(parts))
+    if problems:
+        return FAIL, "; ".join(problems)
+    return PASS, "fwd+bwd vs fp32 math, max rel err: " + "; ".join(rows)
+
+
+def train_losses(torch: Any, device: str, dtype: str, steps: int = 8) -> list[float]:
+    """Losses of a small MLP trained under autocast(`dtype`) with fused AdamW (GradScaler for fp16)."""
+    device_type = device.split(":")[0]
+    gen = torch.Generator().manual_seed(6)
+    layers = [torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 16)]
+    with torch.no_grad():
+        for layer in layers[::2]:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.05)
+            layer.bias.zero_()
+    model = torch.nn.Sequential(*layers).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+    x = torch.randn(128, 64, generator=gen).to(device)
+    y = torch.randn(128, 16, generator=gen).to(device)
+    losses = []
+    for _ in range(steps):
+        with torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def check_train_step(ctx: Context) -> Outcome:
+    """An autocast training run with fused AdamW on every visible GPU: finite, decreasing loss."""
+    torch = _import("torch")
+    rows, problems = [], []
+    for i in range(torch.cuda.device_count()):
+        dtype = half_dtypes(torch.cuda.get_device_capability(i))[0]
+        losses = train_losses(torch, f"cuda:{i}", dtype)
+        problem = loss_problem(losses)
+        if problem:
+            problems.append(f"cuda:{i} {dtype}: {problem}")
+        rows.append(f"cuda:{i} {dtype} loss {losses[0]:.3g} -> {losses[-1]:.3g}")
+    if problems:
+        return FAIL, "; ".join(problems)
+    return PASS, "8 steps, autocast + fused AdamW: " + "; ".join(rows)
+
+
+COLLECTIVE_BYTES = 64 << 20
+
+
+def run_collectives(rank: int, world_size: int, port: int, backend: str = "nccl") -> None:
+    """all_reduce, all_gather and broadcast of 64 MiB (float32) each; raises naming what came out wrong.
+
+    backend "nccl" runs on GPU `rank`; "gloo" on the CPU (the same code, testable without a GPU).
+    """
     torch = _import("torch")
     dist = _import("torch.distributed")
-    torch.cuda.set_device(rank)
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
     dist.init_process_group(
-        "nccl",
+        backend,
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=world_size,
         timeout=datetime.timedelta(seconds=120),
     )
     try:
-        t = torch.full((4,), float(rank + 1), device=f"cuda:{rank}")
-        dist.all_reduce(t)
-        torch.cuda.synchronize(rank)
-        return float(t[0].item())
+        numel = COLLECTIVE_BYTES // 4
+        problems = []
+        summed = torch.full((numel,), float(rank + 1), device=device)
+        dist.all_reduce(summed)
+        expected = world_size * (world_size + 1) / 2
+        if not bool((summed == expected).all()):
+            problems.append(
+                f"all_reduce gave {float(summed.min())}..{float(summed.max())}, expected {expected}"
+            )
+        parts = [torch.empty(numel, device=device) for _ in range(world_size)]
+        dist.all_gather(parts, torch.full((numel,), float(rank + 1), device=device))
+        wrong = [str(i) for i, part in enumerate(parts) if not bool((part == i + 1).all())]
+        if wrong:
+            problems.append(f"all_gather: wrong data from rank(s) {', '.join(wrong)}")
+        reference = torch.arange(numel, dtype=torch.float32, device=device)
+        sent = reference.clone() if rank == 0 else torch.zeros(numel, device=device)
+        dist.broadcast(sent, src=0)
+        if not bool(torch.equal(sent, reference)):
+            problems.append("broadcast from rank 0 arrived changed")
+        if backend == "nccl":
+            torch.cuda.synchronize(device)
+        if problems:
+            raise RuntimeError(f"rank {rank}: " + "; ".join(problems))
     finally:
         dist.destroy_process_group()
 
 
-def _nccl_worker(rank: int, world_size: int, port: int) -> None:
-    """torch.multiprocessing.spawn target: all_reduce and check the sum."""
-    got = _nccl_all_reduce(rank, world_size, port)
-    expected = world_size * (world_size + 1) / 2
-    if got != expected:
-        raise RuntimeError(f"rank {rank}: all_reduce gave {got}, expected {expected}")
+def _collectives_worker(rank: int, world_size: int, port: int, backend: str) -> None:
+    """torch.multiprocessing.spawn target."""
+    run_collectives(rank, world_size, port, backend)
 
 
-def check_nccl_all_reduce(ctx: Context) -> Outcome:
-    """NCCL all_reduce with world size 1, and one process per GPU when there are 2+."""
-    torch = _import("torch")
-    got = _nccl_all_reduce(0, 1, free_port())
-    if got != 1.0:
-        return FAIL, f"world size 1 all_reduce gave {got}, expected 1.0"
-    n = int(torch.cuda.device_count())
-    if n < 2:
-        return PASS, "world size 1 all_reduce ok (1 GPU, multi-process test not applicable)"
+def spawn_collectives(world_size: int, backend: str = "nccl") -> None:
+    """run_collectives in `world_size` processes (one per GPU for nccl)."""
     mp = _import("torch.multiprocessing")
-    mp.spawn(_nccl_worker, args=(n, free_port()), nprocs=n, join=True)
-    return PASS, f"world size 1 and world size {n} (one process per GPU) all_reduce ok"
+    mp.spawn(_collectives_worker, args=(world_size, free_port(), backend), nprocs=world_size, join=True)
+
+
+def check_nccl_collectives(ctx: Context) -> Outcome:
+    """NCCL all_reduce, all_gather and broadcast of 64 MiB at world size 1, and one process per GPU."""
+    torch = _import("torch")
+    n = int(torch.cuda.device_count())
+    major, minor, patch = (int(p) for p in torch.cuda.nccl.version()[:3])
+    devices = [(torch.cuda.get_device_name(i), memory_pools_supported(i)) for i in range(n)]
+    reason = mem_pool_skip((major, minor, patch), devices)
+    if reason:
+        return SKIPPED, reason
+    run_collectives(0, 1, free_port())
+    done = "all_reduce, all_gather, broadcast of 64 MiB"
+    if n < 2:
+        return PASS, f"{done} at world size 1 (1 GPU)"
+    spawn_collectives(n)
+    return PASS, f"{done} at world size 1 and {n} (one process per GPU)"
 
 
 def _compile_probe(x: Any) -> Any:
@@ -627,14 +1085,106 @@ def _compile_probe(x: Any) -> Any:
 
 
 def check_compile(ctx: Context) -> Outcome:
-    """torch.compile of a tiny function on the GPU equals eager."""
+    """torch.compile of a tiny function on the GPU equals eager (skipped where Inductor has no backend)."""
     torch = _import("torch")
+    too_old = compile_unsupported(torch.cuda.get_device_capability(0))
+    if too_old:
+        return SKIPPED, too_old
     x = torch.randn(1024, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
     compiled = torch.compile(_compile_probe)
-    got, expected = compiled(x), _compile_probe(x)
+    try:
+        got = compiled(x)
+    except Exception as exc:
+        if too_old_for_triton(exc):
+            return SKIPPED, f"GPUTooOldForTriton: {_short(exc)}"
+        raise
+    expected = _compile_probe(x)
     if torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         return PASS, "torch.compile == eager"
     return FAIL, f"torch.compile differs, max abs err {float((got - expected).abs().max()):.2e}"
+
+
+INLINE_CPP = "torch::Tensor scaled_add(torch::Tensor x, torch::Tensor y, double alpha);"
+INLINE_CUDA = r"""
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+__global__ void scaled_add_kernel(const float* x, const float* y, float* out, float alpha, int64_t n) {
+  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) out[i] = alpha * x[i] + y[i];
+}
+
+torch::Tensor scaled_add(torch::Tensor x, torch::Tensor y, double alpha) {
+  TORCH_CHECK(x.is_cuda() && y.is_cuda() && x.is_contiguous() && y.is_contiguous(), "contiguous CUDA inputs");
+  auto out = torch::empty_like(x);
+  const int64_t n = x.numel();
+  const int threads = 256;
+  const int blocks = static_cast<int>((n + threads - 1) / threads);
+  scaled_add_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      x.data_ptr<float>(), y.data_ptr<float>(), out.data_ptr<float>(), static_cast<float>(alpha), n);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+"""
+
+
+@contextlib.contextmanager
+def scoped_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_cuda_extension(ctx: Context) -> Outcome:
+    """A CUDA kernel built with torch.utils.cpp_extension.load_inline (the image's nvcc) runs correctly."""
+    torch = _import("torch")
+    cpp_extension = _import("torch.utils.cpp_extension")
+    major, minor = torch.cuda.get_device_capability(0)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as build, scoped_env(TORCH_CUDA_ARCH_LIST=f"{major}.{minor}"):
+        module = cpp_extension.load_inline(
+            name="pci_smoke_scaled_add",
+            cpp_sources=[INLINE_CPP],
+            cuda_sources=[INLINE_CUDA],
+            functions=["scaled_add"],
+            build_directory=build,
+            verbose=False,
+        )
+        gen = torch.Generator().manual_seed(7)
+        x, y = torch.randn(100_003, generator=gen), torch.randn(100_003, generator=gen)
+        got = module.scaled_add(x.cuda(), y.cuda(), 2.5).cpu()
+    if not torch.allclose(got, 2.5 * x + y, rtol=1e-6, atol=1e-6):
+        return FAIL, "load_inline kernel result differs from 2.5 * x + y"
+    return PASS, f"built for sm_{major}{minor} and ran in {time.monotonic() - started:.1f} s"
+
+
+def nms_inputs(torch: Any, count: int = 2000) -> tuple[Any, Any]:
+    """Overlapping boxes (x1, y1, x2, y2) and scores for the nms check."""
+    gen = torch.Generator().manual_seed(8)
+    corner = torch.rand(count, 2, generator=gen) * 100
+    size = torch.rand(count, 2, generator=gen) * 30 + 1
+    return torch.cat([corner, corner + size], dim=1), torch.rand(count, generator=gen)
+
+
+def check_torchvision_nms(ctx: Context) -> Outcome:
+    """torchvision's CUDA nms keeps the boxes its CPU nms keeps (catches torch/torchvision mismatches)."""
+    torch = _import("torch")
+    ops = _import("torchvision.ops")
+    boxes, scores = nms_inputs(torch)
+    expected = ops.nms(boxes, scores, 0.5)
+    got = ops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu()
+    if not bool(torch.equal(got, expected)):
+        return FAIL, f"CUDA nms kept {len(got)} boxes, CPU nms {len(expected)}"
+    return PASS, f"CUDA nms == CPU nms ({len(got)} of {len(boxes)} boxes kept)"
 
 
 @dataclass(frozen=True)
@@ -664,8 +1214,12 @@ CHECKS: list[Check] = [
     Check("gpu_matmul_fp32", check_matmul_fp32, gpu=True),
     Check("gpu_matmul_bf16", check_matmul_bf16, gpu=True),
     Check("gpu_conv2d", check_conv2d, gpu=True),
-    Check("gpu_nccl", check_nccl_all_reduce, gpu=True),
+    Check("gpu_sdpa", check_sdpa, gpu=True),
+    Check("gpu_train_step", check_train_step, gpu=True),
+    Check("gpu_nccl", check_nccl_collectives, gpu=True),
     Check("gpu_compile", check_compile, gpu=True, full_only=True),
+    Check("cuda_extension", check_cuda_extension, gpu=True, full_only=True),
+    Check("torchvision_nms", check_torchvision_nms, gpu=True, full_only=True),
 ]
 
 
@@ -682,15 +1236,19 @@ class Result:
     duration_s: float
 
 
-def gpu_visible(ctx: Context) -> bool:
-    """torch sees at least one CUDA device."""
-    if ctx.torch_error is not None:
-        return False
-    try:
-        torch = _import("torch")
-        return bool(torch.cuda.is_available()) and int(torch.cuda.device_count()) > 0
-    except Exception:
-        return False
+def gpu_precheck(ctx: Context) -> Outcome | None:
+    """A GPU check's outcome without a usable GPU: fail if one was expected (saying why), else skip."""
+    if probe_gpu(ctx):
+        return None
+    reason = ctx.gpu_reason
+    if ctx.require_gpu:
+        return FAIL, f"{REQUIRE_GPU_LINE} ({reason})"
+    if not ctx.is_cuda:
+        return SKIPPED, NO_GPU
+    expected = gpu_expected(ctx)
+    if expected:
+        return FAIL, f"{expected} but CUDA cannot start: {reason}"
+    return SKIPPED, f"{NO_GPU} ({reason})"
 
 
 def precheck(check: Check, ctx: Context) -> Outcome | None:
@@ -703,11 +1261,7 @@ def precheck(check: Check, ctx: Context) -> Outcome | None:
         return None
     if ctx.driver_too_old:
         return SKIPPED, DRIVER_TOO_OLD
-    if ctx.gpu is None:
-        ctx.gpu = gpu_visible(ctx)
-    if not ctx.gpu:
-        return (FAIL, REQUIRE_GPU_LINE) if ctx.require_gpu else (SKIPPED, NO_GPU)
-    return None
+    return gpu_precheck(ctx)
 
 
 def run_one(check: Check, ctx: Context) -> Result:
@@ -750,6 +1304,12 @@ class Suite:
             os.dup2(self.saved_stdout, 1)
             self.saved_stdout = None
 
+    def progress(self, event: dict[str, Any]) -> None:
+        """With --progress, one JSON line on stderr (the host rebuilds a partial report from them)."""
+        if self.args.progress:
+            sys.stderr.write(PROGRESS_PREFIX + json.dumps(event) + "\n")
+            sys.stderr.flush()
+
     def run(self) -> int:
         """Run every check; return the exit code."""
         timer = threading.Timer(self.args.timeout, self.on_timeout)
@@ -757,13 +1317,16 @@ class Suite:
         timer.start()
         # Backstop for a hang that holds the GIL (the timer thread could not run):
         # faulthandler's C thread dumps tracebacks to stderr and exits 1.
-        faulthandler.dump_traceback_later(self.args.timeout + 30, exit=True)
+        faulthandler.dump_traceback_later(self.args.timeout + BACKSTOP_S, exit=True)
         self.quiet_stdout()
+        self.progress({"tag": self.ctx.cell.tag, "checks": [check.name for check in self.checks]})
         for check in self.checks:
             self.current_start = time.monotonic()
+            self.progress({"start": check.name})
             result = run_one(check, self.ctx)
             with self.lock:
                 self.results.append(result)
+            self.progress({"result": asdict(result)})
         timer.cancel()
         faulthandler.cancel_dump_traceback_later()
         code = self.report(self.results)
@@ -804,6 +1367,7 @@ class Suite:
                 "tag": self.ctx.cell.tag,
                 "passed": passed,
                 "gpu": bool(self.ctx.gpu),
+                "gpu_reason": self.ctx.gpu_reason,
                 "checks": [asdict(r) for r in results],
                 "total_s": round(time.monotonic() - self.start, 3),
             }
@@ -811,7 +1375,9 @@ class Suite:
             self.restore_stdout()
             no_gpu_line = ctx.require_gpu and not ctx.gpu and not ctx.driver_too_old
             if no_gpu_line:
-                print(REQUIRE_GPU_LINE, file=sys.stderr if self.args.json else sys.stdout)
+                out = sys.stderr if self.args.json else sys.stdout
+                print(REQUIRE_GPU_LINE, file=out)
+                print(f"why: {ctx.gpu_reason}", file=out)
             if self.args.json:
                 print(json.dumps(doc, indent=2))
             else:
@@ -842,6 +1408,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cell", required=True, help="path to cell.json")
     parser.add_argument("--require-gpu", action="store_true", help="fail when no GPU is visible")
+    parser.add_argument(
+        "--gpus-requested",
+        action="store_true",
+        help="the container was given GPUs: GPU checks fail, not skip, when CUDA cannot start",
+    )
+    parser.add_argument("--progress", action="store_true", help="report each check on stderr as a JSON line")
     parser.add_argument("--json-out", help="also write the JSON report to this file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--timeout", type=float, default=300.0, help="suite timeout in seconds")
@@ -859,7 +1431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CellError as exc:
         print(f"smoke: bad cell.json: {exc}", file=sys.stderr)
         return 2
-    ctx = Context(cell=cell, require_gpu=args.require_gpu)
+    ctx = Context(cell=cell, require_gpu=args.require_gpu, gpus_requested=args.gpus_requested)
     return Suite(ctx, args, CHECKS).run()
 
 

@@ -341,3 +341,195 @@ def test_missing_cell_and_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert bad.returncode == 2
     no_cell = subprocess.run([sys.executable, str(SUITE)], capture_output=True, text=True, check=False)
     assert no_cell.returncode == 2
+
+
+# --------------------------------------------------------------------------- driver floors
+
+
+def test_minor_version_floors_are_compat_yaml_s() -> None:
+    """The suite carries a copy (it runs where the package is absent); compat.yaml is the source."""
+    from builder.model import compat
+
+    assert compat.load().driver_compat.minor_version == smoke.MINOR_VERSION_DRIVER
+
+
+IMAGES = SUITE.parents[2] / "images"
+DRIVER_535 = "535.104.05"
+
+
+def _gate_on_driver(monkeypatch: pytest.MonkeyPatch, cell_json: Path, driver: str) -> Any:
+    """The suite's driver check for a rendered cell.json on a host reporting `driver` (no GPU, no libcuda)."""
+    monkeypatch.setattr(smoke, "read_driver_version", lambda: driver)
+    monkeypatch.setattr(smoke, "libcuda_version", lambda: None)
+    ctx = smoke.Context(cell=smoke.load_cell(str(cell_json)), gpu=False, gpu_reason="no GPU in this test")
+    return smoke.check_driver(ctx)
+
+
+def test_gate_on_a_535_driver_runs_cuda_12_warns_and_fails_cuda_13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA 12.x wheels run on 535 through minor-version compatibility; CUDA 13 needs the r580 branch."""
+    by_status: dict[str, set[str]] = {}
+    for cell_json in sorted(IMAGES.glob("*cuda*/cell.json")):
+        cuda = json.loads(cell_json.read_text())["cuda"]
+        status, detail = _gate_on_driver(monkeypatch, cell_json, DRIVER_535)
+        by_status.setdefault(status, set()).add(cuda)
+        if status == "warn":
+            assert "minor-version compatibility (driver >= 525.60.13)" in detail
+            assert "PTX JIT needs >=" in detail
+    print({status: sorted(cudas) for status, cudas in by_status.items()})
+    assert by_status["pass"] == {"11.8", "12.1"}  # 535 is newer than their release drivers
+    assert by_status["warn"] == {"12.4", "12.6", "12.8", "12.9"}
+    assert by_status["fail"] == {"13.0", "13.2"}
+    assert not set(by_status) - {"pass", "warn", "fail"}
+
+
+def test_driver_verdict_on_a_visible_gpu() -> None:
+    sass = [("sm_90", "sm_90")]
+    status, detail = smoke.driver_verdict("12.8", DRIVER_535, "570.26", floor="525.60.13", coverage=sass)
+    assert status == "warn" and "with SASS for sm_90" in detail
+    ptx = [("sm_90", "sm_90"), ("sm_121", "compute_120")]
+    status, detail = smoke.driver_verdict("12.8", DRIVER_535, "570.26", floor="525.60.13", coverage=ptx)
+    assert status == "fail" and "sm_121 (only compute_120) needs PTX JIT" in detail
+    assert smoke.driver_verdict("12.8", "570.26", "570.26", floor="525.60.13")[0] == "pass"
+    assert smoke.driver_verdict("12.8", "470.82.01", "570.26", floor="525.60.13")[0] == "fail"
+
+
+def test_forward_compatibility_package_lets_an_old_driver_run() -> None:
+    """libcuda from cuda-compat reports the newer CUDA although the kernel driver is older."""
+    status, detail = smoke.driver_verdict("13.0", DRIVER_535, "580.65.06", floor="580", driver_cuda="13.0")
+    assert status == "warn" and "forward-compatibility package" in detail
+    assert smoke.driver_verdict("13.0", DRIVER_535, "580.65.06", floor="580", driver_cuda="12.2")[0] == "fail"
+
+
+# --------------------------------------------------------------------------- NCCL, MIG / vGPU
+
+
+def test_nccl_pin_from_requires_dist() -> None:
+    requires = [
+        "filelock",
+        'nvidia-nccl-cu12==2.27.5; platform_system == "Linux" and platform_machine == "x86_64"',
+    ]
+    assert smoke.nccl_pin(requires) == (2, 27, 5)
+    assert smoke.nccl_pin(['nvidia-nccl-cu13==2.29.7; platform_system == "Linux"']) == (2, 29, 7)
+    assert smoke.nccl_pin(["numpy"]) is None
+
+
+def test_nccl_is_judged_by_the_wheel_pin_not_torch_build_version() -> None:
+    """pytorch/builder#1666: torch built with 2.18.1 while its wheel pins and loads 2.19.3 is a good image."""
+    lib = "/opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2"
+    assert smoke.nccl_outcome((2, 19, 3), (2, 19, 3), (2, 18, 1), lib)[0] == "pass"
+    status, detail = smoke.nccl_outcome((2, 18, 1), (2, 19, 3), (2, 18, 1), lib)
+    assert status == "fail" and "pins 2.19.3" in detail
+    assert smoke.nccl_outcome((2, 19, 3), None, (2, 18, 1), lib)[0] == "pass"
+    assert smoke.nccl_outcome((2, 17, 1), None, (2, 18, 1), lib)[0] == "fail"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "MIG slice"),
+        ("GRID A100-1-5C", "vGPU"),
+        ("NVIDIA H100XM-80C", "vGPU"),
+        ("NVIDIA H100 80GB HBM3", "GPU"),
+    ],
+)
+def test_device_kind(name: str, kind: str) -> None:
+    assert smoke.device_kind(name) == kind
+
+
+def test_nccl_check_skips_only_for_devices_without_memory_pools() -> None:
+    """NVIDIA/nccl#2101: NCCL >= 2.23 calls cudaMemPoolCreate at init, which vGPU / MIG-vGPU slices refuse."""
+    reason = smoke.mem_pool_skip((2, 27, 5), [("GRID A100-1-5C", False)])
+    assert reason is not None
+    assert "GRID A100-1-5C (vGPU)" in reason and "NVIDIA/nccl#2101" in reason
+    assert smoke.mem_pool_skip((2, 27, 5), [("NVIDIA H100 80GB HBM3", True)]) is None
+    assert smoke.mem_pool_skip((2, 27, 5), [("NVIDIA H100 80GB HBM3", None)]) is None
+    assert smoke.mem_pool_skip((2, 21, 5), [("GRID A100-1-5C", False)]) is None
+
+
+# --------------------------------------------------------------------------- GPU checks' pure parts
+
+
+def test_compile_is_skipped_below_compute_capability_7() -> None:
+    reason = smoke.compile_unsupported((6, 1))
+    assert reason is not None and "sm_61" in reason and ">= 7.0" in reason
+    assert smoke.compile_unsupported((7, 0)) is None
+    assert smoke.compile_unsupported((12, 0)) is None
+
+
+def test_too_old_for_triton_is_found_in_the_exception_chain() -> None:
+    class GPUTooOldForTriton(RuntimeError):
+        pass
+
+    class BackendCompilerFailed(RuntimeError):
+        pass
+
+    try:
+        try:
+            raise GPUTooOldForTriton("Found Tesla P100 which is too old")
+        except GPUTooOldForTriton as inner:
+            raise BackendCompilerFailed("backend='inductor' raised") from inner
+    except BackendCompilerFailed as outer:
+        assert smoke.too_old_for_triton(outer)
+    assert not smoke.too_old_for_triton(RuntimeError("other"))
+
+
+def test_sdpa_kernels_required_by_capability() -> None:
+    assert smoke.required_sdpa_backends((9, 0)) == ("FLASH_ATTENTION", "EFFICIENT_ATTENTION")
+    assert smoke.required_sdpa_backends((7, 5)) == ("EFFICIENT_ATTENTION",)
+    assert smoke.required_sdpa_backends((12, 0)) == ("EFFICIENT_ATTENTION",)
+    assert smoke.half_dtypes((8, 0)) == ("bfloat16", "float16")
+    assert smoke.half_dtypes((7, 0)) == ("float16",)
+
+
+def test_loss_problem() -> None:
+    assert smoke.loss_problem([1.0, 0.5, 0.25]) is None
+    assert "did not decrease" in str(smoke.loss_problem([1.0, 1.2]))
+    assert "non-finite" in str(smoke.loss_problem([1.0, float("nan")]))
+    assert "non-finite" in str(smoke.loss_problem([]))
+
+
+# --------------------------------------------------------------------------- a GPU expected, CUDA down
+
+
+def test_cuda_error_explained() -> None:
+    fabric = smoke.explain_cuda_error(
+        "CUDA initialization: Unexpected error from cudaGetDeviceCount(). "
+        "Error 802: system not yet initialized",
+        ["nvidia-uvm", "nvidia0", "nvidiactl"],
+    )
+    assert "Error 802" in fabric and "nvidia-fabricmanager" in fabric
+    no_uvm = smoke.explain_cuda_error("CUDA driver initialization failed", ["nvidia0", "nvidiactl"])
+    assert "/dev/nvidia-uvm is missing" in no_uvm
+    nothing = smoke.explain_cuda_error("Found no NVIDIA driver on your system", [])
+    assert nothing.endswith("no /dev/nvidia* device here")
+
+
+def _no_gpu_context(**flags: Any) -> Any:
+    cell = smoke.parse_cell(_cuda_cell())
+    reason = "Error 802: system not yet initialized; NVSwitch systems need nvidia-fabricmanager running"
+    return smoke.Context(cell=cell, gpu=False, gpu_reason=reason, **flags)
+
+
+def test_gpu_checks_fail_with_the_reason_when_gpus_were_requested(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smoke, "device_nodes", lambda: [])
+    gpu_check = next(c for c in smoke.CHECKS if c.name == "gpu_matmul_fp32")
+    status, detail = smoke.precheck(gpu_check, _no_gpu_context(gpus_requested=True))
+    assert status == "fail"
+    assert detail.startswith("GPUs were requested for this container but CUDA cannot start: Error 802")
+    assert smoke.precheck(gpu_check, _no_gpu_context(require_gpu=True))[0] == "fail"
+    status, detail = smoke.precheck(gpu_check, _no_gpu_context())
+    assert status == "skipped" and "Error 802" in detail
+
+
+def test_gpu_checks_fail_where_nvidia_device_nodes_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare GPU host (no Docker): the device nodes are there, so a CUDA that cannot start is a failure."""
+    monkeypatch.setattr(smoke, "device_nodes", lambda: ["nvidia0", "nvidiactl"])
+    gpu_check = next(c for c in smoke.CHECKS if c.name == "gpu_nccl")
+    status, detail = smoke.precheck(gpu_check, _no_gpu_context())
+    assert status == "fail" and detail.startswith("/dev/nvidiactl is present but CUDA cannot start")
+
+
+def test_gpu_visible_keeps_the_reason() -> None:
+    ctx = smoke.Context(cell=smoke.parse_cell(_cuda_cell()), torch_error="ModuleNotFoundError: torch")
+    assert smoke.gpu_visible(ctx) == (False, "torch did not import")
+    assert smoke.probe_gpu(ctx) is False and ctx.gpu_reason == "torch did not import"
