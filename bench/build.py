@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder.build.render import SHIPPED_TEMPLATES
+from builder.build.render import SHIPPED_TEMPLATES, SUITE_PATH
 from tools import sandbox
 
 TAG = "2.13-cpu-debian12"
@@ -62,14 +62,14 @@ def main() -> int:
         cold = timed([*build, "--no-cache"], cwd=work, env=env)
         ours = image_size(f"pytorch-cuda-images:{TAG}")
 
-        slim = work / "templates" / "partials" / "slim.j2"
-        slim.write_text(slim.read_text().replace('CMD ["python"]', 'CMD ["python3"]'))
+        torch_stage = work / "templates" / "partials" / "torch.j2"
+        torch_stage.write_text(torch_stage.read_text().replace('CMD ["python"]', 'CMD ["python3"]'))
         warm = timed(build, cwd=work, env=env)
 
         context = work / "naive"
         context.mkdir()
-        for name in ("smoke.py", "cell.json"):
-            shutil.copy(work / "images" / TAG / name, context / name)
+        shutil.copy(REPO / SUITE_PATH, context / "smoke.py")
+        shutil.copy(work / "images" / TAG / "cell.json", context / "cell.json")
         (context / "Dockerfile").write_text(NAIVE_DOCKERFILE.format(base=info.base_image, pypi=info.pypi_url))
         naive = timed(
             ["docker", "build", "--no-cache", "--network", "host", "-t", NAIVE_TAG, "."],

@@ -82,6 +82,10 @@ WheelCacheOption = Annotated[
 WheelCacheOfflineOption = Annotated[
     bool, typer.Option("--wheel-cache-offline", help="Serve only what the wheel cache holds; no upstream.")
 ]
+OutDirOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Where the cells are rendered (default: images/ next to the matrix)."),
+]
 RegistryOption = Annotated[
     str | None,
     typer.Option("--registry", envvar="REGISTRY", help="host[:port]/project (default: matrix.yaml)."),
@@ -130,15 +134,16 @@ def validate(matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX) -> None:
 def render(
     tags: Annotated[list[str] | None, typer.Argument(help="Tags or globs; default: all cells.")] = None,
     all_cells: Annotated[bool, typer.Option("--all", help="Every cell of the matrix.")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = DEFAULT_OUT,
+    out_dir: OutDirOption = None,
     check: Annotated[bool, typer.Option("--check", help="Exit 1 naming stale or missing files.")] = False,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
-    """Render Dockerfiles and their context files into OUT/<tag>/."""
+    """Render each cell's Dockerfile and cell.json into OUT/<tag>/."""
     from builder.build import render as render_mod
 
     out = Output()
     m = matrix_mod.load(matrix)
+    out_dir = out_dir or render_mod.images_dir(m.path)
     everything = all_cells or not tags
     cells = list(m.cells) if everything else m.select(tags or [])
     done = render_mod.render_cells(
@@ -182,7 +187,7 @@ def explain(tag: str, matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX, as_json:
 def build(
     tag: str,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
-    out_dir: Annotated[Path, typer.Option("--out", "-o")] = DEFAULT_OUT,
+    out_dir: OutDirOption = None,
     mirror: MirrorOption = None,
     require_gpu: Annotated[
         bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")
@@ -196,7 +201,7 @@ def build(
     wheel_cache_offline: WheelCacheOfflineOption = False,
 ) -> None:
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
-    from builder.build import pipeline
+    from builder.build import pipeline, render
 
     out = Output(json_mode=as_json)
     m = matrix_mod.load(matrix)
@@ -204,7 +209,7 @@ def build(
         m,
         tag,
         mirror=mirror,
-        out=out_dir,
+        out=out_dir or render.images_dir(m.path),
         output=out,
         require_gpu=require_gpu,
         smoke_timeout=smoke_timeout,
@@ -530,23 +535,25 @@ def nightly(
     cell_timeout: Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell build.")] = 3
     * 3600.0,
     compat: CompatOption = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the cells are rendered.")] = DEFAULT_OUT,
+    out_dir: OutDirOption = None,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     as_json: Annotated[bool, typer.Option("--json", help="The run report, alone on stdout.")] = False,
     wheel_cache: WheelCacheOption = None,
     wheel_cache_offline: WheelCacheOfflineOption = False,
 ) -> None:
     """Build the whole matrix (or --only): skip cells already built/pushed, continue past failures, report."""
+    from builder.build import render
     from builder.operate import nightly as nightly_mod
     from builder.operate import report
 
     out = Output(json_mode=as_json)
+    m = matrix_mod.load(matrix)
     options = nightly_mod.NightlyOptions(
         jobs=jobs,
         push=push,
         registry_override=registry,
         cell_timeout_s=cell_timeout,
-        out=out_dir,
+        out=out_dir or render.images_dir(m.path),
         report_dir=report_dir,
         only=only,
         mirror=mirror,
@@ -554,7 +561,7 @@ def nightly(
         wheel_cache=wheel_cache,
         wheel_cache_offline=wheel_cache_offline,
     )
-    done = nightly_mod.nightly(matrix_mod.load(matrix), options, out)
+    done = nightly_mod.nightly(m, options, out)
     results = list(done.run.results)
     table = nightly_mod.summary_table(results)
     if table is not None:

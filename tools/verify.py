@@ -36,6 +36,7 @@ from builder.build.engine import Engine
 from builder.cli import run_cli
 from builder.flock import held
 from builder.model import matrix as matrix_mod
+from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.naming import local_references
 
@@ -252,7 +253,8 @@ def main(
     matrix: Annotated[Path, typer.Option("--matrix", "-m")] = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """Build, gate and record every servable cell (rolling: each image is removed after its record)."""
-    cells = select(matrix_mod.load(matrix).cells, only or [])
+    loaded = matrix_mod.load(matrix)
+    cells = select(loaded.cells, only or [])
     if list_only:
         for cell in cells:
             typer.echo(cell.tag)
@@ -268,6 +270,47 @@ def main(
     }
     records: list[Record] = []
     started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if cache:  # one server for the run; each build finds it running and leaves it running
+            stack.enter_context(wheel_cache.serving(cache, profiles.resolve(loaded, mirror)))
+        _verify_cells(
+            cells,
+            records,
+            meta,
+            started,
+            engine=engine,
+            mirror=mirror,
+            out=out,
+            cache=cache,
+            keep=keep,
+            timeout_s=cell_timeout,
+            min_free_gb=min_free_gb,
+            lock=lock,
+            report=report,
+        )
+    passed = sum(r.result == "passed" for r in records)
+    typer.echo(f"verify: {passed} of {len(records)} cells passed; report {report / 'index.html'}")
+    if passed != len(records):
+        raise typer.Exit(1)
+
+
+def _verify_cells(
+    cells: Sequence[Cell],
+    records: list[Record],
+    meta: dict[str, Any],
+    started: float,
+    *,
+    engine: Engine,
+    mirror: str,
+    out: Path,
+    cache: Path | None,
+    keep: bool,
+    timeout_s: float,
+    min_free_gb: float,
+    lock: Path | None,
+    report: Path,
+) -> None:
+    """Each cell under the lock, its record appended and the reports rewritten after it."""
     for cell in cells:
         typer.echo(f"verify: {cell.tag}: building", err=True)
         with held(lock) if lock else contextlib.nullcontext():
@@ -278,7 +321,7 @@ def main(
                 out=out,
                 cache=cache,
                 keep=keep,
-                timeout_s=cell_timeout,
+                timeout_s=timeout_s,
                 min_free_gb=min_free_gb,
             )
         records.append(record)
@@ -287,10 +330,6 @@ def main(
         )
         meta["elapsed"] = _secs(time.monotonic() - started)
         write_reports(records, meta, report)
-    passed = sum(r.result == "passed" for r in records)
-    typer.echo(f"verify: {passed} of {len(records)} cells passed; report {report / 'index.html'}")
-    if passed != len(records):
-        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import docker
@@ -267,6 +267,7 @@ class Engine:
         self,
         context_files: Mapping[str, bytes],
         *,
+        dockerfile: str,
         target: str,
         build_args: Mapping[str, str],
         labels: Mapping[str, str],
@@ -274,7 +275,8 @@ class Engine:
         on_step: Callable[[int, int, str], None] | None = None,
         nocache: bool = False,
     ) -> BuildResult:
-        """Build an untagged image from in-memory files; BuildFailedError names the step and the log tail."""
+        """Build an untagged image from in-memory files (`dockerfile`: its path among them); BuildFailedError
+        names the step and the log tail."""
         self._check()
         started = time.perf_counter()
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,8 +289,9 @@ class Engine:
             try:
                 stream = self._cancellable(
                     self.client.api.build(
-                        fileobj=_context_tar(context_files),
+                        fileobj=context_tar(context_files),
                         custom_context=True,
+                        dockerfile=dockerfile,
                         target=target,
                         buildargs=dict(build_args),
                         labels=dict(labels),
@@ -595,16 +598,27 @@ def stored_auth(config: Mapping[str, Any], host: str, *, where: str) -> dict[str
     return None
 
 
-def _context_tar(files: Mapping[str, bytes]) -> io.BytesIO:
-    """A deterministic tar of the build context (fixed mtimes and owners)."""
+def context_tar(files: Mapping[str, bytes]) -> io.BytesIO:
+    """A deterministic tar of the build context: sorted names, fixed format, mtimes, owners and modes, so
+    equal files give equal bytes. Folders get entries of their own (0755, as a checkout has them): the
+    engine's cache key for `COPY folder/` covers the folder's entry, so with them a plain `docker build`
+    of the checkout and the tool's builds share layers."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name in sorted(files):
-            data = files[name]
+    folders = {str(parent) for name in files for parent in PurePosixPath(name).parents if str(parent) != "."}
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(folders | set(files)):
             info = tarfile.TarInfo(name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if name in folders:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+                continue
+            data = files[name]
             info.size = len(data)
             info.mode = 0o755 if name.endswith(".sh") else 0o644
-            info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer

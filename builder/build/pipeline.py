@@ -13,7 +13,7 @@ from builder.build import gate, lock
 from builder.build import wheel_cache as wheel_cache_mod
 from builder.build.engine import Engine
 from builder.build.render import (
-    CA_PLACEHOLDER,
+    ContextPaths,
     Renderer,
     content_hash,
     templates_for,
@@ -42,11 +42,9 @@ class BuiltCell:
 
 
 def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> dict[str, bytes]:
-    """The rendered files, with the profile's CA bundle in place of the empty placeholder."""
-    files = renderer.files(cell)
-    if profile.ca_bundle is not None:
-        files[CA_PLACEHOLDER] = profile.ca_bundle.read_bytes()
-    return files
+    """The cell's build context, with the profile's CA bundle (if it names one) at the CA path."""
+    ca_bundle = profile.ca_bundle.read_bytes() if profile.ca_bundle is not None else b""
+    return renderer.context(cell, ca_bundle=ca_bundle)
 
 
 def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], base_digest: str) -> str:
@@ -133,6 +131,7 @@ def build_cell(
     with output.step(f"{cell.tag}: build (log: {log_path})"), output.progress(cell.tag) as update:
         result = engine.build(
             context,
+            dockerfile=ContextPaths(cell.tag).dockerfile,
             target=cell.variant,
             build_args=build_args,
             labels=image_labels,

@@ -1,7 +1,7 @@
-"""Rendering a resolved cell into its build context: `images/<tag>/Dockerfile` and the files it copies.
+"""Rendering a resolved cell: `images/<tag>/Dockerfile` and `cell.json`, and the cell's build context.
 
-Pure apart from reading templates and writing the output folder; rendering is deterministic (the same
-matrix and templates give byte-identical files on every machine).
+Pure apart from reading templates and shipped files and writing the output folder; rendering is
+deterministic (the same matrix and templates give byte-identical files on every machine).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 
@@ -24,11 +24,41 @@ from builder.model.naming import TAG_RE, cell_labels, immutable_tag, torch_index
 from builder.model.profiles import OFFICIAL_APT
 
 TEMPLATE = "Dockerfile.j2"
-ENTRYPOINT = "entrypoint.sh"
-SMOKE_MODULE = "smoke_suite.py"
-CA_PLACEHOLDER = "certs/extra-ca.crt"
-DOCKERIGNORE = "build.log\n*.log\nsmoke-result.json\n"
-GENERATED_NAMES = ("Dockerfile", "cell.json", "smoke.py", CA_PLACEHOLDER, ".dockerignore", ENTRYPOINT)
+# Per-cell copies an older layout rendered next to the Dockerfile; render removes them, --check names them.
+RETIRED_NAMES = ("smoke.py", "entrypoint.sh", "certs/extra-ca.crt", ".dockerignore")
+
+# The build context is laid out as the repository is, so that `docker build -f images/<tag>/Dockerfile .`
+# from its root and the tool's in-memory context (Renderer.context) hold the same files at the same paths;
+# each file exists once. The rendered Dockerfiles COPY these paths (the root .dockerignore lets in only them).
+CELLS_DIR = "images"
+SUITE_PATH = "builder/resources/smoke_suite.py"
+ENTRYPOINT_PATH = "builder/resources/entrypoint.sh"
+CA_DIR = "certs/"
+CA_FILE = "certs/extra-ca.crt"  # empty in the repository; the tool puts the profile's CA bundle here
+
+
+@dataclass(frozen=True)
+class ContextPaths:
+    """Where a cell's files sit in its build context (what its Dockerfile COPYs)."""
+
+    tag: str
+    suite: str = SUITE_PATH
+    entrypoint: str = ENTRYPOINT_PATH
+    ca_dir: str = CA_DIR
+
+    @property
+    def dockerfile(self) -> str:
+        return f"{CELLS_DIR}/{self.tag}/Dockerfile"
+
+    @property
+    def cell_json(self) -> str:
+        return f"{CELLS_DIR}/{self.tag}/cell.json"
+
+
+def shipped_file(context_path: str) -> bytes:
+    """A file the package ships (the smoke suite, the entrypoint), by its path in the build context."""
+    return resources.files("builder.resources").joinpath(PurePosixPath(context_path).name).read_bytes()
+
 
 APT_SOURCES = {
     "debian": (
@@ -65,6 +95,11 @@ def expected_values(cell: Cell) -> dict[str, object]:
 SHIPPED_TEMPLATES = Path(str(resources.files("builder.resources").joinpath("templates")))
 
 
+def images_dir(matrix_path: Path) -> Path:
+    """Where a matrix's cells are rendered unless told otherwise: `images/` next to its matrix.yaml."""
+    return matrix_path.parent / CELLS_DIR
+
+
 def templates_for(matrix_path: Path) -> Path:
     """A project's own `templates/` next to its matrix.yaml when it has one, else the shipped templates."""
     project = matrix_path.resolve().parent / "templates"
@@ -88,17 +123,26 @@ class Renderer:
         )
 
     def files(self, cell: Cell) -> dict[str, bytes]:
-        """Every file of the cell's build context, by relative path."""
-        files = {
+        """The files rendered for the cell into `images/<tag>/`, by name."""
+        return {
             "Dockerfile": self._dockerfile(cell).encode(),
             "cell.json": (json.dumps(expected_values(cell), indent=2, sort_keys=True) + "\n").encode(),
-            "smoke.py": resources.files("builder.resources").joinpath(SMOKE_MODULE).read_bytes(),
-            CA_PLACEHOLDER: b"",
-            ".dockerignore": DOCKERIGNORE.encode(),
+        }
+
+    def context(self, cell: Cell, *, ca_bundle: bytes = b"") -> dict[str, bytes]:
+        """The cell's whole build context by path: its rendered files, the shipped smoke suite (and, for
+        full cells, the entrypoint) and the CA bundle (empty: none)."""
+        paths = ContextPaths(cell.tag)
+        rendered = self.files(cell)
+        context = {
+            paths.dockerfile: rendered["Dockerfile"],
+            paths.cell_json: rendered["cell.json"],
+            paths.suite: shipped_file(paths.suite),
+            CA_FILE: ca_bundle,
         }
         if cell.variant == "full":
-            files[ENTRYPOINT] = (self.templates_dir / ENTRYPOINT).read_bytes()
-        return files
+            context[paths.entrypoint] = shipped_file(paths.entrypoint)
+        return context
 
     def _dockerfile(self, cell: Cell) -> str:
         family = cell.os_family
@@ -109,6 +153,7 @@ class Renderer:
             "apt_sources": [line.replace("{codename}", cell.os_codename) for line in APT_SOURCES[family]],
             "apt_defaults": {"mirror": OFFICIAL_APT[family], "security": OFFICIAL_APT[f"{family}_security"]},
             "torch_index_default": torch_index_url(cell),
+            "paths": ContextPaths(cell.tag),
         }
         try:
             return self.env.get_template(TEMPLATE).render(context)
@@ -131,22 +176,20 @@ class Renderer:
 
 
 def write(out_dir: Path, tag: str, files: Mapping[str, bytes]) -> Path:
-    """Write one cell's files into `out_dir/<tag>/`, removing generated files that no longer belong."""
+    """Write one cell's files into `out_dir/<tag>/`, removing the copies an older layout left there."""
     target = out_dir / tag
-    for name in GENERATED_NAMES:
-        if name not in files and (target / name).exists():
+    for name in RETIRED_NAMES:
+        if (target / name).exists():
             (target / name).unlink()
+            if (target / name).parent != target and not any((target / name).parent.iterdir()):
+                (target / name).parent.rmdir()
+    target.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         path = target / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_bytes() != content:
             path.write_bytes(content)
-        path.chmod(_mode(name))
+        path.chmod(0o644)
     return target
-
-
-def _mode(name: str) -> int:
-    return 0o755 if name.endswith(".sh") else 0o644
 
 
 def stale(out_dir: Path, rendered: Mapping[str, Mapping[str, bytes]], *, complete: bool) -> list[str]:
@@ -157,10 +200,10 @@ def stale(out_dir: Path, rendered: Mapping[str, Mapping[str, bytes]], *, complet
             path = out_dir / tag / name
             if not path.exists():
                 problems.append(f"missing: {path}")
-            elif path.read_bytes() != content or path.stat().st_mode & 0o777 != _mode(name):
+            elif path.read_bytes() != content or path.stat().st_mode & 0o777 != 0o644:
                 problems.append(f"stale: {path}")
-        for name in GENERATED_NAMES:
-            if name not in files and (out_dir / tag / name).exists():
+        for name in RETIRED_NAMES:
+            if (out_dir / tag / name).exists():
                 problems.append(f"stale: {out_dir / tag / name} (no longer generated)")
     if complete and out_dir.is_dir():
         for child in sorted(out_dir.iterdir()):

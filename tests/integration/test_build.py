@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
+from builder.model import matrix, profiles
+from tests.conftest import REPO
 from tests.integration.conftest import Cli
 
 pytestmark = pytest.mark.integration
@@ -111,6 +117,82 @@ def test_smoke_json_is_one_document_on_stdout(cpu_build: subprocess.CompletedPro
     assert doc["passed"] is True and doc["tag"] == CPU_TAG
     assert {c["name"] for c in doc["checks"]} >= {"python", "torch", "numpy"}
     assert f"{CPU_IMAGE}: smoke tests passed" in result.stderr
+
+
+def test_a_matrix_outside_the_checkout_builds_from_any_directory(
+    cpu_build: subprocess.CompletedProcess[str], local_env: dict[str, str], engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`build --matrix` of a team's own matrix.yaml: images/ goes next to it, the shipped templates and
+    smoke suite are used, and the build (the same context) comes from the cache of the checkout's build."""
+    project, elsewhere = tmp_path / "team-repo", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(REPO / "matrix.yaml", project / "matrix.yaml")
+    layers = engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"]
+    result = Cli(env=local_env, cwd=elsewhere)("build", CPU_TAG, "--matrix", str(project / "matrix.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "smoke tests passed" in result.stderr
+    cell_dir = project / "images" / CPU_TAG
+    assert (cell_dir / "Dockerfile").read_bytes() == (REPO / "images" / CPU_TAG / "Dockerfile").read_bytes()
+    assert "Successfully built" in (cell_dir / "build.log").read_text()
+    assert not (elsewhere / "images").exists()
+    assert engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"] == layers
+
+
+def test_docker_build_without_the_tool_builds_the_same_layers(
+    cpu_build: subprocess.CompletedProcess[str], local_env: dict[str, str], engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The documented command, from a checkout (the profile's CA in certs/, as a team behind a TLS proxy
+    would put it): the root .dockerignore keeps the context small, and every layer comes from the cache of
+    the tool's build, so both build the same image."""
+    checkout = tmp_path / "checkout"
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, checkout / name)
+    with mock.patch.dict(os.environ, local_env):
+        m = matrix.load(REPO / "matrix.yaml")
+        profile = profiles.resolve(m, "local")
+    if profile.ca_bundle is not None:
+        (checkout / "certs" / "extra-ca.crt").write_bytes(profile.ca_bundle.read_bytes())
+    build_args = [f"--build-arg={k}={v}" for k, v in profile.build_args(m.cell(CPU_TAG)).items()]
+    iidfile = tmp_path / "iid"
+    result = subprocess.run(
+        [
+            "docker",
+            "build",
+            "-f",
+            f"images/{CPU_TAG}/Dockerfile",
+            "--network",
+            "host",
+            *build_args,
+            "--iidfile",
+            str(iidfile),
+            ".",
+        ],
+        cwd=checkout,
+        env={**local_env, "DOCKER_BUILDKIT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    image = iidfile.read_text().strip()
+    try:
+        sent = re.search(r"Sending build context to Docker daemon\s+([\d.]+)kB", result.stdout)
+        assert sent, result.stdout[:2000]
+        checkout_kb = sum(p.stat().st_size for p in checkout.rglob("*") if p.is_file()) / 1000
+        assert float(sent[1]) < checkout_kb / 2, (sent[0], checkout_kb)
+        assert "Using cache" in result.stdout and " ---> Running in " not in result.stdout
+        assert (
+            engine.image_attrs(image)["RootFS"]["Layers"] == engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"]
+        )
+    finally:
+        engine.remove_image(image, keep_parents=True)
 
 
 def test_no_engine_is_exit_3_with_one_line(cli: Cli) -> None:

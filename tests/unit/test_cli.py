@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,6 +128,38 @@ def test_validate_bad_matrix_file(cli: InProcessCli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = error_lines(result)
     assert any(str(bad) in line and "flavour" in line for line in lines), lines
+
+
+def test_a_matrix_outside_the_checkout(cli: InProcessCli, tmp_path: Path) -> None:
+    """A team keeps matrix.yaml in its own repository: validate and render work from any directory, images/
+    goes next to the matrix, and the project's own templates/ (when it has one) replace the shipped ones."""
+    project, elsewhere = tmp_path / "team-repo", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    matrix_file = project / "matrix.yaml"
+    matrix_file.write_bytes((REPO / "matrix.yaml").read_bytes())
+
+    result = cli("validate", "--matrix", str(matrix_file), cwd=elsewhere)
+    assert result.exit_code == 0, result.stderr
+    assert f"{matrix_file}: valid: " in result.stdout
+
+    result = cli("render", "--matrix", str(matrix_file), cwd=elsewhere)
+    assert result.exit_code == 0, result.stderr
+    assert not (elsewhere / "images").exists()
+    shipped = (REPO / "images" / "2.13-cpu-debian12" / "Dockerfile").read_bytes()
+    assert (project / "images" / "2.13-cpu-debian12" / "Dockerfile").read_bytes() == shipped
+    result = cli("render", "--check", "--matrix", str(matrix_file), cwd=elsewhere)
+    assert result.exit_code == 0, result.stdout + result.stderr
+
+    templates = project / "templates"
+    shutil.copytree(REPO / "builder" / "resources" / "templates", templates)
+    main = templates / "Dockerfile.j2"
+    main.write_text(main.read_text().replace("do not edit by hand.", "do not edit by hand (team templates)."))
+    result = cli("render", "--check", "--matrix", str(matrix_file), cwd=elsewhere)
+    assert result.exit_code == 1
+    assert f"stale: {project / 'images' / '2.13-cpu-debian12' / 'Dockerfile'}" in result.stdout
+    assert cli("render", "--matrix", str(matrix_file), cwd=elsewhere).exit_code == 0
+    assert b"(team templates)" in (project / "images" / "2.13-cpu-debian12" / "Dockerfile").read_bytes()
 
 
 def test_explain_a_cell(cli: InProcessCli) -> None:
