@@ -7,6 +7,7 @@ per problem on stderr and the error's exit code (`_Commands.invoke`, so typer's 
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -593,6 +594,9 @@ def main() -> None:
 def run_cli(cli: typer.Typer) -> None:
     """Run a CLI (this one, or a tool's in tools/) and exit with its code. Errors inside this CLI's
     commands are mapped by `_Commands.invoke`; here: usage errors before a command, and a tool's errors."""
+    # Ctrl-C (or `kill -INT`) stops a run even when it was started with SIGINT ignored, as a script's
+    # background job is: the nightly's clean-up and partial report depend on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = cli(standalone_mode=False)
     except BuilderError as exc:

@@ -113,7 +113,7 @@ def build_cell(
         raise MirrorError(problems[0], lines=problems)
     locked = lock.pinned_digest(lock_data, profile.name, profile.lock_bases, base_ref)
     pinned = f"{base_ref}@{locked}" if locked else base_ref
-    with output.step(f"{cell.tag}: pull base {pinned} (profile {profile.name})"):
+    with output.step(f"{cell.tag}: pulling base {pinned} (profile {profile.name})"):
         base_digest = engine.pull(pinned)
     if locked:
         build_args["BASE_DIGEST"] = f"@{locked}"
@@ -128,7 +128,7 @@ def build_cell(
         revision=_git_revision(renderer.templates_dir.parent),
     )
     log_path = run_dir / "build.log"
-    with output.step(f"{cell.tag}: build (log: {log_path})"), output.progress(cell.tag) as update:
+    with output.step(f"{cell.tag}: building (log: {log_path})"), output.progress(cell.tag) as update:
         result = engine.build(
             context,
             dockerfile=ContextPaths(cell.tag).dockerfile,

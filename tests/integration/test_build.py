@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -254,7 +255,8 @@ def test_unreachable_mirror_names_url_and_profile(cli: Cli) -> None:
 def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path, local_env, engine) -> None:  # type: ignore[no-untyped-def]
     before = image_id(engine, CPU_IMAGE)
     containers_before = {c.id for c in engine.client.containers.list(all=True)}
-    add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN echo long-step && sleep 120"})
+    marker = f"long-step-{uuid.uuid4().hex[:8]}"  # a layer cache never holds this step finished
+    add_override(project_copy, {"select": CPU_TAG, "snippet": f"RUN echo {marker} && sleep 120"})
     log = project_copy / "images" / CPU_TAG / "build.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", "build", CPU_TAG, "--out", str(project_copy / "images")],
@@ -265,9 +267,9 @@ def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path,
         text=True,
     )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (log.exists() and "long-step" in log.read_text()):
+    while time.monotonic() < deadline and not (log.exists() and marker in log.read_text()):
         time.sleep(0.5)
-    assert log.exists() and "long-step" in log.read_text(), "the build never reached the long step"
+    assert log.exists() and marker in log.read_text(), "the build never reached the long step"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
