@@ -13,6 +13,7 @@ runs beside others the same streams without live displays.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import sys
 import threading
@@ -66,8 +67,7 @@ class Output:
 
     def background(self) -> Output:
         """The same streams and lock without live displays, for work running beside other work."""
-        other = Output.__new__(Output)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)
         other.live = False
         other.steps = []
         return other

@@ -135,9 +135,7 @@ class Engine:
     def __post_init__(self) -> None:
         # docker-py returns a build/push stream without its HTTP response; remember each response (per
         # thread) so the stream can be wrapped in docker-py's CancellableStream and cut from another thread.
-        hooks = getattr(self.client, "api", None) and self.client.api.hooks
-        if isinstance(hooks, dict):
-            hooks.setdefault("response", []).append(self._remember_response)
+        self.client.api.hooks["response"].append(self._remember_response)
 
     @classmethod
     def connect(cls) -> Engine:
