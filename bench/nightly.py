@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -45,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.cli_timing import timed_cli
 from builder.build import (
     lock,
 )
@@ -151,22 +151,6 @@ def push_stand_in(up: Uploader, tags: list[str], chash: str, layer: tuple[bytes,
         up.manifest(tag, manifest)
 
 
-def cli(
-    *args: str, env: dict[str, str], timeout: float = 3600
-) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return time.perf_counter() - started, result
-
-
 def layer_sharing(server: LoopbackRegistry, tags: list[str]) -> tuple[int, int, int]:
     """(sum of the images' compressed sizes, unique bytes over distinct blob digests, images counted)."""
     total, unique, seen = 0, 0, set()
@@ -241,7 +225,7 @@ def main() -> int:
         (work / "docker-config").mkdir()
         for tag in real_tags:
             print(f"building and pushing {tag} for real ...", file=sys.stderr)
-            seconds, built = cli(
+            seconds, built = timed_cli(
                 "build",
                 tag,
                 "--push",
@@ -280,7 +264,7 @@ def main() -> int:
         log_size = server.log_path.stat().st_size
         times = []
         for _ in range(max(1, args.repeat)):
-            seconds, run = cli(*nightly_args, env=bench_env, timeout=600)
+            seconds, run = timed_cli(*nightly_args, env=bench_env, timeout=600)
             times.append(seconds)
             report = json.loads((work / "report" / "report.json").read_text())
             statuses = [r["status"] for r in report["results"]]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.cli_timing import timed_cli
 from builder.build.engine import Engine
 from builder.model import matrix
 from builder.model.naming import LOCAL_REPOSITORY, immutable_tag
@@ -36,20 +36,6 @@ from tests.integration.loopback_registry import LoopbackRegistry
 
 TARGET_NOOP_SECONDS = 1.0
 PINNED = "pci-bench-push:cpu"
-
-
-def _cli(*args: str, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "builder", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    return time.perf_counter() - started, result
 
 
 def main() -> int:
@@ -67,7 +53,7 @@ def main() -> int:
     source = local
     if not engine.image_exists(local):
         print(f"building {args.tag} first ...", file=sys.stderr)
-        _, built = _cli("build", args.tag, env=env)
+        _, built = timed_cli("build", args.tag, env=env)
         found = re.search(r"built sha256:([0-9a-f]{12})", built.stderr)
         if built.returncode != 0 or not found:
             print(built.stderr[-3000:], file=sys.stderr)
@@ -96,7 +82,7 @@ def main() -> int:
                 "REGISTRY_USERNAME": server.user,
                 "REGISTRY_PASSWORD": server.password,
             }
-            cli_s, cli_run = _cli("push", args.tag, "--image", PINNED, env=cli_env)
+            cli_s, cli_run = timed_cli("push", args.tag, "--image", PINNED, env=cli_env)
         finally:
             server.close()
             digests = [d for d in engine.repo_digests(PINNED) if d.startswith(f"{server.host}/")]

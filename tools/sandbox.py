@@ -22,6 +22,7 @@ Pure stdlib + subprocess; this module never imports docker-py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -318,6 +319,26 @@ def _wait_until(
         time.sleep(0.25)
 
 
+def _serve(
+    state_dir: Path,
+    name: str,
+    cmd: Sequence[str],
+    answers: Callable[[], bool],
+    notes: list[str],
+    *,
+    marker: str,
+    timeout: float,
+) -> None:
+    """Start the service NAME (unless its recorded pid still runs) and wait until answers() is true."""
+    pid = _running(state_dir, name, marker)
+    if pid is None:
+        pid = _spawn(state_dir, name, cmd)
+        notes.append(f"started {name} pid {pid}")
+    _wait_until(
+        answers, what=name, pid=pid, marker=marker, log_path=_logs(state_dir) / f"{name}.log", timeout=timeout
+    )
+
+
 def _stop(state_dir: Path, name: str, marker: str) -> bool:
     """SIGTERM the process named by NAME.pid (SIGKILL after a grace period); True if one ran."""
     pid_file = _pid_file(state_dir, name)
@@ -391,18 +412,8 @@ def _ensure_engine(state_dir: Path, apt: _Apt, notes: list[str]) -> None:
         notes.append("engine answers")
         return
     apt.ensure("docker.io", "dockerd")
-    pid = _running(state_dir, "dockerd", "dockerd")
-    if pid is None:
-        pid = _spawn(state_dir, "dockerd", ["dockerd", "--storage-driver", "overlay2"])
-        notes.append(f"started dockerd pid {pid}")
-    _wait_until(
-        engine_answers,
-        what="dockerd",
-        pid=pid,
-        marker="dockerd",
-        log_path=_logs(state_dir) / "dockerd.log",
-        timeout=ENGINE_TIMEOUT_S,
-    )
+    cmd = ["dockerd", "--storage-driver", "overlay2"]
+    _serve(state_dir, "dockerd", cmd, engine_answers, notes, marker="dockerd", timeout=ENGINE_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------- registry
@@ -441,16 +452,13 @@ def _ensure_registry(state_dir: Path, info: SandboxInfo, apt: _Apt, notes: list[
         return
     apt.ensure("docker-registry", "docker-registry")
     config = _registry_config(state_dir, info.registry)
-    pid = _running(state_dir, "registry", "docker-registry")
-    if pid is None:
-        pid = _spawn(state_dir, "registry", ["docker-registry", "serve", str(config)])
-        notes.append(f"started pid {pid}")
-    _wait_until(
-        lambda: _registry_answers(info.registry),
-        what="docker-registry",
-        pid=pid,
+    _serve(
+        state_dir,
+        "registry",
+        ["docker-registry", "serve", str(config)],
+        functools.partial(_registry_answers, info.registry),
+        notes,
         marker="docker-registry",
-        log_path=_logs(state_dir) / "registry.log",
         timeout=SERVICE_TIMEOUT_S,
     )
 
@@ -610,21 +618,11 @@ def _ensure_pypiserver(state_dir: Path, info: SandboxInfo, log: Log, notes: list
             _logs(state_dir) / "pip-pypiserver.log",
             timeout=600,
         )
-    pid = _running(state_dir, "pypiserver", "pypiserver")
-    if pid is None:
-        port = info.pypi_url.split(":")[-1].split("/")[0]
-        cmd = [sys.executable, "-m", "pypiserver", "run", "-i", HOST, "-p", port]
-        cmd += ["-a", ".", "-P", ".", "--disable-fallback", str(state_dir / "wheels")]
-        pid = _spawn(state_dir, "pypiserver", cmd)
-        notes.append(f"started pid {pid}")
-    _wait_until(
-        lambda: _pypi_answers(info.pypi_url),
-        what="pypiserver",
-        pid=pid,
-        marker="pypiserver",
-        log_path=_logs(state_dir) / "pypiserver.log",
-        timeout=SERVICE_TIMEOUT_S,
-    )
+    port = info.pypi_url.split(":")[-1].split("/")[0]
+    cmd = [sys.executable, "-m", "pypiserver", "run", "-i", HOST, "-p", port]
+    cmd += ["-a", ".", "-P", ".", "--disable-fallback", str(state_dir / "wheels")]
+    answers = functools.partial(_pypi_answers, info.pypi_url)
+    _serve(state_dir, "pypiserver", cmd, answers, notes, marker="pypiserver", timeout=SERVICE_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------- public API

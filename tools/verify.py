@@ -184,18 +184,23 @@ def _free_gb() -> float:
     return shutil.disk_usage(root).free / 1e9
 
 
-def verify_cell(
-    cell: Cell,
-    *,
-    engine: Engine,
-    mirror: str,
-    out: Path,
-    cache: Path | None,
-    keep: bool,
-    timeout_s: float,
-    min_free_gb: float,
-) -> Record:
-    """Build and gate one cell, read its facts, then remove its image unless keep."""
+@dataclass(frozen=True)
+class VerifyRun:
+    """How every cell of one verification run is built and kept."""
+
+    engine: Engine
+    mirror: str
+    out: Path
+    cache: Path | None
+    keep: bool
+    timeout_s: float
+    min_free_gb: float
+
+
+def verify_cell(cell: Cell, run: VerifyRun) -> Record:
+    """Build and gate one cell, read its facts, then remove its image unless run.keep."""
+    engine, mirror, out, cache, timeout_s = run.engine, run.mirror, run.out, run.cache, run.timeout_s
+    keep, min_free_gb = run.keep, run.min_free_gb
     free = _free_gb()
     if free < min_free_gb:
         return Record(cell.tag, "skipped", detail=f"only {free:.0f} GB free on the engine's disk")
@@ -273,21 +278,8 @@ def main(
     with contextlib.ExitStack() as stack:
         if cache:  # one server for the run; each build finds it running and leaves it running
             stack.enter_context(wheel_cache.serving(cache, profiles.resolve(loaded, mirror)))
-        _verify_cells(
-            cells,
-            records,
-            meta,
-            started,
-            engine=engine,
-            mirror=mirror,
-            out=out,
-            cache=cache,
-            keep=keep,
-            timeout_s=cell_timeout,
-            min_free_gb=min_free_gb,
-            lock=lock,
-            report=report,
-        )
+        run = VerifyRun(engine, mirror, out, cache, keep, cell_timeout, min_free_gb)
+        _verify_cells(cells, records, meta, started, run, lock=lock, report=report)
     passed = sum(r.result == "passed" for r in records)
     typer.echo(f"verify: {passed} of {len(records)} cells passed; report {report / 'index.html'}")
     if passed != len(records):
@@ -299,14 +291,8 @@ def _verify_cells(
     records: list[Record],
     meta: dict[str, Any],
     started: float,
+    run: VerifyRun,
     *,
-    engine: Engine,
-    mirror: str,
-    out: Path,
-    cache: Path | None,
-    keep: bool,
-    timeout_s: float,
-    min_free_gb: float,
     lock: Path | None,
     report: Path,
 ) -> None:
@@ -314,16 +300,7 @@ def _verify_cells(
     for cell in cells:
         typer.echo(f"verify: {cell.tag}: building", err=True)
         with held(lock) if lock else contextlib.nullcontext():
-            record = verify_cell(
-                cell,
-                engine=engine,
-                mirror=mirror,
-                out=out,
-                cache=cache,
-                keep=keep,
-                timeout_s=timeout_s,
-                min_free_gb=min_free_gb,
-            )
+            record = verify_cell(cell, run)
         records.append(record)
         typer.echo(
             f"verify: {cell.tag}: {record.result} in {_secs(record.build_s)} {record.detail}", err=True

@@ -444,7 +444,7 @@ class Engine:
         ref = parse_reference(reference)
         secrets = auth_secrets(auth)
         digest = ""
-        try:
+        with _registry_errors(f"push of {reference} failed", secrets):
             stream = self._cancellable(
                 self.client.api.push(
                     ref.name,
@@ -472,12 +472,6 @@ class Engine:
                             int(progress.get("current") or 0),
                             int(progress.get("total") or 0),
                         )
-        except docker.errors.APIError as exc:
-            raise RegistryError(redact(f"push of {reference} failed: {_explain(exc)}", secrets)) from None
-        except requests.exceptions.RequestException as exc:
-            raise RegistryError(
-                redact(f"push of {reference} failed: the engine stopped answering ({exc})", secrets)
-            ) from None
         self._check()
         if not digest:
             raise RegistryError(f"push of {reference} failed: the engine reported no manifest digest")
@@ -487,18 +481,13 @@ class Engine:
         """The manifest digest the registry holds for `reference` (asked through the engine); None: absent."""
         self._check()
         secrets = auth_secrets(auth)
-        try:
-            data = self.client.api.inspect_distribution(
-                reference, auth_config=dict(auth) if auth is not None else None
-            )
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise RegistryError(redact(f"cannot query {reference}: {_explain(exc)}", secrets)) from None
-        except requests.exceptions.RequestException as exc:
-            raise RegistryError(
-                redact(f"cannot query {reference}: the engine stopped answering ({exc})", secrets)
-            ) from None
+        with _registry_errors(f"cannot query {reference}", secrets):
+            try:
+                data = self.client.api.inspect_distribution(
+                    reference, auth_config=dict(auth) if auth is not None else None
+                )
+            except docker.errors.NotFound:
+                return None
         digest: str = data["Descriptor"]["digest"]
         return digest
 
@@ -620,6 +609,17 @@ def context_tar(files: Mapping[str, bytes]) -> io.BytesIO:
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
+
+
+@contextmanager
+def _registry_errors(what: str, secrets: Iterable[str]) -> Iterator[None]:
+    """Turn the engine's errors on a registry call into one redacted RegistryError line starting with what."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise RegistryError(redact(f"{what}: {_explain(exc)}", secrets)) from None
+    except requests.exceptions.RequestException as exc:
+        raise RegistryError(redact(f"{what}: the engine stopped answering ({exc})", secrets)) from None
 
 
 def _explain(exc: docker.errors.APIError) -> str:

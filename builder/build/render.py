@@ -33,6 +33,7 @@ RETIRED_NAMES = ("smoke.py", "entrypoint.sh", "certs/extra-ca.crt", ".dockerigno
 CELLS_DIR = "images"
 SUITE_PATH = "builder/resources/smoke_suite.py"
 ENTRYPOINT_PATH = "builder/resources/entrypoint.sh"
+DEV_SETUP_PATH = "builder/resources/dev-setup.sh"
 CA_DIR = "certs/"
 CA_FILE = "certs/extra-ca.crt"  # empty in the repository; the tool puts the profile's CA bundle here
 
@@ -44,6 +45,7 @@ class ContextPaths:
     tag: str
     suite: str = SUITE_PATH
     entrypoint: str = ENTRYPOINT_PATH
+    dev_setup: str = DEV_SETUP_PATH
     ca_dir: str = CA_DIR
 
     @property
@@ -131,7 +133,7 @@ class Renderer:
 
     def context(self, cell: Cell, *, ca_bundle: bytes = b"") -> dict[str, bytes]:
         """The cell's whole build context by path: its rendered files, the shipped smoke suite (and, for
-        full cells, the entrypoint) and the CA bundle (empty: none)."""
+        full cells, the entrypoint and the dev setup script) and the CA bundle (empty: none)."""
         paths = ContextPaths(cell.tag)
         rendered = self.files(cell)
         context = {
@@ -142,6 +144,7 @@ class Renderer:
         }
         if cell.variant == "full":
             context[paths.entrypoint] = shipped_file(paths.entrypoint)
+            context[paths.dev_setup] = shipped_file(paths.dev_setup)
         return context
 
     def _dockerfile(self, cell: Cell) -> str:

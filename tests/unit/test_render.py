@@ -22,6 +22,7 @@ import yaml
 from builder.build.engine import context_tar
 from builder.build.render import (
     CA_FILE,
+    DEV_SETUP_PATH,
     ENTRYPOINT_PATH,
     SHIPPED_TEMPLATES,
     SUITE_PATH,
@@ -207,10 +208,7 @@ def test_full_cells_carry_the_development_environment(
     pieces = (
         "build-essential git curl less openssh-server procps python3-dev tini vim-tiny",
         "jupyterlab matplotlib ninja numpy pandas",
-        '"PermitRootLogin no" "AllowUsers dev" "PubkeyAuthentication yes"',
-        '"PasswordAuthentication no"',
-        "useradd --create-home --uid 1000 --user-group --shell /bin/bash dev",
-        "usermod --password '*' dev",
+        f"COPY {DEV_SETUP_PATH} /tmp/dev-setup.sh\nRUN sh /tmp/dev-setup.sh && rm /tmp/dev-setup.sh\n",
         "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
         "WORKDIR /workspace\nEXPOSE 8888 22\n",
         'CMD ["lab"]',
@@ -224,6 +222,18 @@ def test_full_cells_carry_the_development_environment(
             else:
                 assert piece not in text, (cell.tag, piece)
         assert instructions(stage(text, "torch"))[-1] == 'CMD ["python"]'
+
+
+def test_the_dev_setup_script_makes_ssh_key_only_and_the_dev_user_passwordless() -> None:
+    script = shipped_file(DEV_SETUP_PATH).decode()
+    for piece in (
+        '"PermitRootLogin no" "AllowUsers dev" "PubkeyAuthentication yes"',
+        '"PasswordAuthentication no"',
+        "useradd --create-home --uid 1000 --user-group --shell /bin/bash dev",
+        "usermod --password '*' dev",
+        "set -eu",
+    ):
+        assert piece in script, piece
 
 
 def test_full_cuda_cells_set_cuda_home_and_arch_list(rendered: dict[str, dict[str, bytes]]) -> None:
@@ -398,7 +408,10 @@ def test_context_tar_is_deterministic(default_matrix: matrix.Matrix, renderer: R
             name: 0o755 for name in ("builder", "builder/resources", "certs", "images", cell_dir)
         }
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and not m.uname for m in members)
-        assert {m.name: m.mode for m in members if m.isfile() and m.mode != 0o644} == {ENTRYPOINT_PATH: 0o755}
+        assert {m.name: m.mode for m in members if m.isfile() and m.mode != 0o644} == {
+            ENTRYPOINT_PATH: 0o755,
+            DEV_SETUP_PATH: 0o755,
+        }
         extracted = tar.extractfile(SUITE_PATH)
         assert extracted is not None and extracted.read() == context[SUITE_PATH]
     assert context_tar({**context, CA_FILE: b"PEM"}).getvalue() != first
@@ -418,7 +431,7 @@ def test_root_dockerignore_lets_in_only_what_the_dockerfiles_copy(
         for files in rendered.values()
         for source in copy_sources(files["Dockerfile"].decode())
     }
-    assert copied == {"images/*/cell.json", SUITE_PATH, ENTRYPOINT_PATH, "certs/"}
+    assert copied == {"images/*/cell.json", SUITE_PATH, ENTRYPOINT_PATH, DEV_SETUP_PATH, "certs/"}
     assert set(lines[1:]) == {f"!{source}" for source in copied}
 
 
