@@ -17,6 +17,16 @@ class Customization:
 
 
 @dataclass(frozen=True)
+class CudaToolkit:
+    """A full CUDA cell's compiler: NVIDIA's component wheels in one tree, or the nvidia/cuda base's."""
+
+    home: str  # CUDA_HOME
+    requirement: str | None = None  # `cuda-toolkit[nvcc,...]==13.0.3.0` (wheels only)
+    components: tuple[str, ...] = ()  # what the requirement installs, `nvidia-cuda-nvcc==13.0.88`, ...
+    why_not_wheels: str | None = None  # the nvidia base: why PyPI's wheels cannot give this CUDA's nvcc
+
+
+@dataclass(frozen=True)
 class Cell:
     """One buildable image: a CellKey plus the exact versions and choices it resolves to."""
 
@@ -41,7 +51,7 @@ class Cell:
     min_driver_compat: str | None = None  # minor-version compatibility floor: runs where SASS exists
     arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST, "7.5;8.0;9.0"
     cuda_dev_base: str | None = None  # "wheels" | "nvidia" (full CUDA cells)
-    toolkit_wheel: str | None = None  # cuda-toolkit wheel version for the wheels dev base
+    cuda_toolkit: CudaToolkit | None = None  # full CUDA cells: where nvcc and CUDA_HOME come from
     size_budget_gb: float = 0.0
     customization: Customization = field(default_factory=Customization)
     warnings: tuple[str, ...] = ()

@@ -11,13 +11,14 @@ from importlib import resources
 from typing import Literal
 
 import yaml
+from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from builder.errors import ConfigError
+from builder.model.cell import CudaToolkit
 from builder.model.naming import CellKey, version_tuple
 
 COMPAT_FILE = "compat.yaml"
-MIN_CUDA_FOR_TOOLKIT_WHEELS = (13, 0)  # cu13 toolkit wheels install one CUDA_HOME tree (nvidia/cu13)
 
 
 class _Strict(BaseModel):
@@ -35,8 +36,24 @@ class TorchRelease(_Strict):
     pypi_cuda: str | None
     cudnn: str | None = None
     nccl: str | None = None
+    cuda_pins: dict[str, dict[str, str]] = Field(default_factory=dict)  # CUDA -> {package: version}
     arch_list: dict[str, str] = Field(default_factory=dict)
     source: list[str] | str
+
+
+class DevWheels(_Strict):
+    """NVIDIA's per-component wheels that a full image's CUDA_HOME is made of (cuda-toolkit extras)."""
+
+    extras: list[str]
+    packages: dict[str, str]  # what the extras install at the CUDA's toolkit_wheel release
+    compiler: bool  # the nvcc wheel holds the compiler driver (bin/nvcc), not only ptxas
+    home: str | None = None  # the one tree (under site-packages) every component installs into
+    source: list[str] | str
+
+    @property
+    def nvcc_wheel(self) -> str:
+        name = next(n for n in self.packages if n.startswith("nvidia-cuda-nvcc"))
+        return f"{name}=={self.packages[name]}"
 
 
 class CudaRelease(_Strict):
@@ -45,6 +62,7 @@ class CudaRelease(_Strict):
     cudnn_image_tag: str
     images: dict[str, list[Literal["runtime", "devel"]]] = Field(default_factory=dict)
     toolkit_wheel: str | None = None
+    dev_wheels: DevWheels | None = None
     arch_list: str
     source: list[str] | str
 
@@ -106,14 +124,15 @@ def python_range(versions: list[str]) -> str:
     return ordered[0] if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
 
 
-def default_cuda_dev_base(cuda: str) -> Literal["wheels", "nvidia"]:
-    """Full CUDA cells get nvcc from NVIDIA's toolkit wheels where they form one CUDA_HOME (13.0+).
+def default_cuda_dev_base(cuda: str, data: CompatData) -> Literal["wheels", "nvidia"]:
+    """Full CUDA cells get nvcc from NVIDIA's wheels wherever PyPI has a compiler for that CUDA.
 
-    Wheels come through any PyPI mirror and never vanish the way old nvidia/cuda tags do; before CUDA 13
-    the toolkit wheels are split into one folder per component, so NVIDIA's cuDNN devel image is the
-    default there.
+    Wheels come through any PyPI mirror and never vanish the way old nvidia/cuda tags do. PyPI's nvcc
+    wheels hold the compiler from CUDA 13.0 on; before that they hold only ptxas (compat.yaml
+    `dev_wheels.compiler`), so NVIDIA's cuDNN devel image is the default there.
     """
-    return "wheels" if version_tuple(cuda) >= MIN_CUDA_FOR_TOOLKIT_WHEELS else "nvidia"
+    wheels = data.cuda[cuda].dev_wheels
+    return "wheels" if wheels is not None and wheels.compiler else "nvidia"
 
 
 class Settings(BaseModel):
@@ -154,40 +173,90 @@ def problems(key: CellKey, settings: Settings, data: CompatData) -> tuple[list[s
         )
     if cuda is not None and key.variant == "full" and cuda in data.cuda:
         reasons.extend(_dev_base_problems(key, cuda, settings, data))
+        if (settings.cuda_dev_base or default_cuda_dev_base(cuda, data)) == "wheels":
+            pin_reasons, pin_warnings = _pin_problems(key, cuda, data)
+            reasons += pin_reasons
+            warnings += pin_warnings
     return reasons, warnings
 
 
 def _dev_base_problems(key: CellKey, cuda: str, settings: Settings, data: CompatData) -> list[str]:
-    dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda)
+    dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda, data)
     cuda_release = data.cuda[cuda]
-    if dev_base == "nvidia":
-        if "devel" not in cuda_release.images.get(key.os, []):
-            where = [os for os, kinds in cuda_release.images.items() if "devel" in kinds]
-            return [
-                f"NVIDIA publishes no nvidia/cuda:{cuda_release.version}-"
-                f"{cuda_release.cudnn_image_tag}-devel "
-                f"image for {os_label(key.os, data)} (it does for {', '.join(where) or 'no OS'})"
-            ]
-        return []
-    if cuda_release.toolkit_wheel is None:
-        return [f"NVIDIA publishes no cuda-toolkit wheels for CUDA {cuda}; use `cuda_dev_base: nvidia`"]
-    if version_tuple(cuda) < MIN_CUDA_FOR_TOOLKIT_WHEELS:
+    if dev_base == "wheels":
+        return [f"{why}; use `cuda_dev_base: nvidia`" for why in wheels_problems(cuda, data)]
+    if "devel" not in cuda_release.images.get(key.os, []):
+        where = [os for os, kinds in cuda_release.images.items() if "devel" in kinds]
+        no_wheels = wheels_problems(cuda, data)
         return [
-            f"CUDA {cuda} toolkit wheels do not form one CUDA_HOME (13.0+ do); use `cuda_dev_base: nvidia`"
+            f"NVIDIA publishes no nvidia/cuda:{cuda_release.version}-{cuda_release.cudnn_image_tag}-devel "
+            f"image for {os_label(key.os, data)} (it does for {', '.join(where) or 'no OS'})"
+            + (f", and {no_wheels[0]}" if no_wheels else "; use `cuda_dev_base: wheels`")
         ]
     return []
+
+
+def wheels_problems(cuda: str, data: CompatData) -> list[str]:
+    """Why NVIDIA's wheels on PyPI cannot give a CUDA_HOME with nvcc for `cuda` ([] when they can)."""
+    cuda_release = data.cuda[cuda]
+    wheels = cuda_release.dev_wheels
+    if cuda_release.toolkit_wheel is None or wheels is None:
+        return [f"NVIDIA publishes no nvcc wheel for CUDA {cuda}"]
+    if not wheels.compiler:
+        return [
+            f"PyPI has no CUDA {cuda} compiler: {wheels.nvcc_wheel} (cuda-toolkit[nvcc]=="
+            f"{cuda_release.toolkit_wheel}) holds ptxas, libnvvm and the crt headers but no nvcc"
+        ]
+    return []
+
+
+def _pin_problems(key: CellKey, cuda: str, data: CompatData) -> tuple[list[str], list[str]]:
+    """Component wheels whose version differs from the torch wheel's own pin (pip cannot install both),
+    and a warning where the torch wheel's pins are not recorded."""
+    release, cuda_release = data.torch[key.torch], data.cuda[cuda]
+    wheels = cuda_release.dev_wheels
+    if wheels is None or cuda_release.toolkit_wheel is None:
+        return [], []
+    pins = release.cuda_pins.get(cuda)
+    if pins is None:
+        return [], [
+            f"torch {release.version}'s CUDA {cuda} pins are not recorded (compat.yaml torch.{key.torch}."
+            f"cuda_pins), so the CUDA {cuda} component wheels are not checked against them"
+        ]
+    ours = {**wheels.packages, "cuda-toolkit": cuda_release.toolkit_wheel}
+    reasons = [
+        f"torch {release.version}'s CUDA {cuda} wheel pins {name}=={pinned} but the CUDA {cuda} component "
+        f"wheels (compat.yaml cuda.{cuda}.dev_wheels) need {name}=={ours[name]}; use `cuda_dev_base: nvidia`"
+        for name, pinned in sorted(pins.items())
+        if name in ours and Version(pinned) != Version(ours[name])
+    ]
+    return reasons, []
 
 
 def base_image(key: CellKey, settings: Settings, data: CompatData) -> str:
     """Registry-relative base image: plain OS, or NVIDIA's cuDNN devel image for full cells that ask."""
     cuda = key.cuda
     if key.variant == "full" and cuda is not None:
-        dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda)
+        dev_base = settings.cuda_dev_base or default_cuda_dev_base(cuda, data)
         if dev_base == "nvidia":
             release = data.cuda[cuda]
             return f"nvidia/cuda:{release.version}-{release.cudnn_image_tag}-devel-{key.os}"
     image = data.os[key.os].image
     return image if "/" in image.split(":")[0] else f"library/{image}"
+
+
+def cuda_toolkit(cuda: str, python: str, dev_base: str, data: CompatData) -> CudaToolkit:
+    """Where a full cell's nvcc and CUDA_HOME come from: the component wheels' one tree, or the base's."""
+    release = data.cuda[cuda]
+    wheels = release.dev_wheels
+    if dev_base == "nvidia" or wheels is None or wheels.home is None:
+        why = wheels_problems(cuda, data)
+        return CudaToolkit(home="/usr/local/cuda", why_not_wheels=why[0] if why else None)
+    return CudaToolkit(
+        home=f"/opt/venv/lib/python{python}/site-packages/{wheels.home}",
+        requirement=f"cuda-toolkit[{','.join(wheels.extras)}]=={release.toolkit_wheel}",
+        components=tuple(f"{name}=={version}" for name, version in wheels.packages.items()),
+    )
 
 
 def minor_version_driver(cuda: str, data: CompatData) -> str | None:

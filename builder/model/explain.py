@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from builder.errors import ConfigError
 from builder.model import profiles
-from builder.model.cell import Cell
+from builder.model.cell import Cell, CudaToolkit
 from builder.model.matrix import Matrix
 from builder.model.naming import floating_tag, immutable_tag, torch_index_url
 
@@ -50,7 +51,7 @@ def facts(cell: Cell, profile: profiles.ResolvedProfile | None) -> dict[str, Any
         "wheel_source": cell.wheel_source,
         "wheel_index": cell.wheel_index or None,
         "cuda_dev_base": cell.cuda_dev_base,
-        "toolkit_wheel": cell.toolkit_wheel,
+        "cuda_toolkit": None if cell.cuda_toolkit is None else dataclasses.asdict(cell.cuda_toolkit),
         "size_budget_gb": cell.size_budget_gb,
         "warnings": list(cell.warnings),
         "profile": None
@@ -89,19 +90,28 @@ def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str
         ("base image", cell.base_image_ref),
         ("wheel source", _wheel_source(cell)),
     ]
-    if cell.cuda_dev_base:
-        compiler = (
-            f"NVIDIA's cuda-toolkit wheels {cell.toolkit_wheel}"
-            if cell.cuda_dev_base == "wheels"
-            else "NVIDIA's cuDNN devel image"
-        )
-        out.append(("CUDA compiler", compiler))
+    if cell.cuda_toolkit is not None:
+        out += _toolkit_rows(cell.cuda_toolkit)
     out.append(("size budget", f"{cell.size_budget_gb} GB"))
     if profile is not None:
         out.append((f"mirror profile ({profile.name})", profile.base_image(cell)))
         out += [(f"  {name}", value) for name, value in profile.build_args(cell).items() if value]
     out += [("warning", warning) for warning in cell.warnings]
     return out
+
+
+def _toolkit_rows(toolkit: CudaToolkit) -> list[tuple[str, str]]:
+    if toolkit.requirement is None:
+        return [
+            ("CUDA compiler", "nvcc of the base image, NVIDIA's cuDNN devel image"),
+            ("CUDA_HOME", toolkit.home),
+            *([("  no wheels", toolkit.why_not_wheels)] if toolkit.why_not_wheels else []),
+        ]
+    return [
+        ("CUDA compiler", f"nvcc from NVIDIA's wheels: {toolkit.requirement}"),
+        ("CUDA_HOME", f"{toolkit.home} (one tree: bin/nvcc, include/, lib64 -> lib)"),
+        *(("  component", component) for component in toolkit.components),
+    ]
 
 
 def _cudnn_text(cell: Cell) -> str:

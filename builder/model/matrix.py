@@ -290,7 +290,7 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
     customization, budget = _customization(spec, key)
     dev_base = None
     if cuda is not None and key.variant == "full":
-        dev_base = settings.cuda_dev_base or compat.default_cuda_dev_base(cuda)
+        dev_base = settings.cuda_dev_base or compat.default_cuda_dev_base(cuda, data)
     cell = Cell(
         key=key,
         torch_version=release.version,
@@ -311,7 +311,9 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
         min_driver_compat=compat.minor_version_driver(cuda, data) if cuda else None,
         arch_list=compat.arch_list(key, data),
         cuda_dev_base=dev_base,
-        toolkit_wheel=cuda_release.toolkit_wheel if dev_base == "wheels" and cuda_release else None,
+        cuda_toolkit=compat.cuda_toolkit(cuda, os_release.python, dev_base, data)
+        if cuda and dev_base
+        else None,
         size_budget_gb=budget if budget is not None else spec.budgets.for_key(key),
         customization=customization,
         warnings=tuple(warnings),

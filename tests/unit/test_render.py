@@ -264,7 +264,10 @@ def test_toolkit_wheels_only_where_the_dev_base_is_wheels(
         text = dockerfile(rendered, cell.tag)
         seen[cell.cuda_dev_base] += 1
         if cell.cuda_dev_base == "wheels":
-            assert f"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]=={cell.toolkit_wheel}" in stage(text, "devtools")
+            assert cell.cuda_toolkit is not None and cell.cuda_toolkit.requirement is not None
+            assert cell.cuda_toolkit.requirement.startswith("cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==")
+            assert f'"{cell.cuda_toolkit.requirement}"' in stage(text, "devtools")
+            assert f"ENV CUDA_HOME={cell.cuda_toolkit.home}\n" in stage(text, "devtools")
             assert text.count("cuda-toolkit[") == 1
             assert f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}} AS base" in text
             assert not cell.base_image.startswith("nvidia/")
