@@ -184,7 +184,13 @@ def test_default_budgets_have_one_home_and_the_readme_shows_them(default_matrix)
     assert yaml.safe_load(line)["budgets"] == matrix.Budgets().model_dump()
     assert "budgets" not in DEFAULT
     assert (
-        default_matrix.cell("2.14-cuda13.0-debian12-full").size_budget_gb
+        default_matrix.cell("2.9-cuda12.8-ubuntu22.04-full").size_budget_gb
         == matrix.Budgets().full_cuda
         == 16.0
+    )
+    # nvcc from wheels, not NVIDIA's devel image: one CUDA in the image, a budget near the measured 7.26 GB
+    assert (
+        default_matrix.cell("2.14-cuda13.0-debian12-full").size_budget_gb
+        == matrix.Budgets().full_cuda_wheels
+        == 9.0
     )
