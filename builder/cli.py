@@ -100,6 +100,9 @@ def list_cells(
     explain_drops: Annotated[
         bool, typer.Option("--explain-drops", help="Also list dropped cells and why.")
     ] = False,
+    with_platforms: Annotated[
+        bool, typer.Option("--platforms", help="Each tag followed by its platforms (comma-separated).")
+    ] = False,
     only: OnlyOption = None,
 ) -> None:
     """One line per matrix cell (its tag)."""
@@ -111,14 +114,21 @@ def list_cells(
     if as_json:
         rows = [explain.summary(c) for c in cells]
         drops = [{"tag": d.key.tag, "reasons": list(d.reasons)} for d in m.drops]
+        drops += [
+            {"tag": d.key.tag, "platform": d.platform, "reasons": list(d.reasons)} for d in m.platform_drops
+        ]
         out.document({"cells": rows, "dropped": drops} if explain_drops else rows)
         return
     for cell in cells:
-        out.result(cell.tag)
+        out.result(f"{cell.tag} {','.join(cell.platforms)}" if with_platforms else cell.tag)
     if explain_drops:
         out.result(f"# dropped {len(m.drops)} impossible cells of the cartesian product:")
         for drop in m.drops:
             out.result(f"# {drop.key.tag}: {'; '.join(drop.reasons)}")
+        if m.platform_drops:
+            out.result(f"# left out {len(m.platform_drops)} impossible platforms of cells:")
+            for drop in m.platform_drops:
+                out.result(f"# {drop.key.tag} {drop.platform}: {'; '.join(drop.reasons)}")
 
 
 @app.command()

@@ -1,13 +1,16 @@
 """Local loopback sandbox (dev and CI): Docker engine, base-image registry and PyPI mirror.
 
-    python -m tools.sandbox up [--cuda] | down [--purge] | status
+    python -m tools.sandbox up [--cuda] [--os debian13] [--arch arm64] | down [--purge] | status
 
 Nothing can be pulled from Docker Hub on dev machines and CI, so ``up()`` builds
 the pieces a build needs and serves them on 127.0.0.1 only:
 
 * ``dockerd`` (started in the background when no engine answers),
-* a plain-HTTP ``docker-registry`` holding a debootstrapped Debian 12 base image,
-* ``pypiserver`` over a folder of wheels fetched once with ``pip download``,
+* a plain-HTTP ``docker-registry`` holding debootstrapped Debian base images (Debian 12 always;
+  ``--os debian13`` adds Debian 13; ``--arch arm64`` registers QEMU's binfmt handlers and makes each
+  base for linux/arm64 too, under one image index per tag),
+* ``pypiserver`` over a folder of wheels fetched once with ``pip download`` (``--os``/``--arch`` add
+  the wheels of a test cell for that Python and CPU, resolved with ``uv pip compile``),
 * with ``up(with_proxy=True)``, the wheel cache (``builder.build.wheel_cache``: devpi-server on
   127.0.0.1:3141 caching PyPI), so builds with ``--wheel-cache $SANDBOX_WHEEL_CACHE`` fetch any
   wheel on demand, once; ``proxy_offline=True`` serves only what it holds.
@@ -44,6 +47,9 @@ from builder.build import wheel_cache
 from builder.cli import run_cli
 from builder.errors import BuilderError
 from builder.flock import held
+from builder.model import compat, platforms
+from builder.publish import index
+from builder.publish.http import RegistryHttp
 
 
 class SandboxError(BuilderError):
@@ -59,7 +65,8 @@ DEFAULT_PROXY_PORT = 3141
 
 BASE_REPOSITORY = "library/debian"
 BASE_TAG = "12"
-DEBIAN_SUITE = "bookworm"
+DEFAULT_OS = "debian12"
+NATIVE_ARCH = "amd64"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -95,11 +102,23 @@ PIP_CERT = "/etc/ssl/certs/ca-certificates.crt"
 
 #: Target interpreter of the wheels: Debian 12's python3 (glibc 2.36) on x86_64.
 WHEEL_PYTHON = "3.11"
-WHEEL_PLATFORMS: tuple[str, ...] = (
-    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)),
-    "manylinux2014_x86_64",
-    "linux_x86_64",
-)
+DEBIAN_GLIBC = {"12": 36, "13": 41}  # glibc 2.x of each Debian release (packages.debian.org/<suite>/libc6)
+
+
+def wheel_platforms(machine: str = "x86_64", glibc: int = DEBIAN_GLIBC["12"]) -> tuple[str, ...]:
+    """pip's `--platform` values for a glibc and CPU, newest first."""
+    return (
+        *(f"manylinux_2_{minor}_{machine}" for minor in range(glibc, 16, -1)),
+        f"manylinux2014_{machine}",
+        f"linux_{machine}",
+    )
+
+
+WHEEL_PLATFORMS = wheel_platforms()
+
+#: The test cell every extra (OS, platform) of ``up --os/--arch`` gets wheels for: 2.14-cuda13.0-<os>.
+#: PyPI's torch 2.14.1 is a CUDA 13.0 build for x86_64 and aarch64 alike (nvidia-*-cu13 for both).
+PLATFORM_REQUIREMENTS: tuple[str, ...] = ("torch==2.14.1", "numpy", "pip", "setuptools", "wheel")
 
 ENGINE_TIMEOUT_S = 60.0
 SERVICE_TIMEOUT_S = 30.0
@@ -366,6 +385,7 @@ class _Apt:
     """Installs Debian packages on demand, running ``apt-get update`` at most once."""
 
     def __init__(self, state_dir: Path, log: Log) -> None:
+        self.state_dir = state_dir
         self._log_file = _logs(state_dir) / "apt.log"
         self._log = log
         self._updated = False
@@ -463,33 +483,95 @@ def _ensure_registry(state_dir: Path, info: SandboxInfo, apt: _Apt, notes: list[
     )
 
 
+def _registry_tags(registry: str, repository: str) -> list[str]:
+    tags = _http_json(f"http://{registry}/v2/{repository}/tags/list")
+    return list(tags.get("tags") or []) if isinstance(tags, dict) else []
+
+
 def _registry_has_base(info: SandboxInfo) -> bool:
-    tags = _http_json(f"http://{info.registry}/v2/{BASE_REPOSITORY}/tags/list")
-    return isinstance(tags, dict) and BASE_TAG in (tags.get("tags") or [])
+    return BASE_TAG in _registry_tags(info.registry, BASE_REPOSITORY)
 
 
-# --------------------------------------------------------------------------- base image
+# --------------------------------------------------------------------------- base images
 
 
-def _rootfs_tarball(state_dir: Path, apt: _Apt, notes: list[str]) -> Path:
-    """Debian 12 minbase rootfs as a tar, debootstrapped once and cached."""
+@dataclass(frozen=True)
+class DebianBase:
+    """One debootstrapped Debian base: an OS value of the compat data, for one CPU architecture."""
+
+    os: str  # "debian13"
+    version: str  # "13", the image tag
+    suite: str  # "trixie"
+    arch: str  # Debian's name of the CPU: "amd64", "arm64"
+
+    @property
+    def tarball(self) -> str:
+        suffix = "" if self.arch == NATIVE_ARCH else f"-{self.arch}"
+        return f"debian-{self.version}{suffix}-minbase.tar"
+
+    @property
+    def platform(self) -> str:
+        return f"linux/{self.arch}"
+
+
+def debian_base(os_name: str, arch: str = NATIVE_ARCH) -> DebianBase:
+    """The base for an OS value of builder/resources/compat.yaml (Debian only: debootstrap makes it)."""
+    data = compat.load()
+    release = data.os.get(os_name)
+    debian = [name for name in data.oses() if data.os[name].family == "debian"]
+    if release is None or release.family != "debian":
+        raise SandboxError(
+            f"--os {os_name}: the sandbox debootstraps Debian only; allowed: {', '.join(debian)}"
+        )
+    if arch not in platforms.ARCHES:
+        raise SandboxError(f"--arch {arch}: unknown; allowed: {', '.join(platforms.ARCHES)}")
+    return DebianBase(os=os_name, version=release.version, suite=release.codename, arch=arch)
+
+
+def _ensure_binfmt(apt: _Apt, arch: str, notes: list[str]) -> None:
+    """Register QEMU's user-mode emulator for `arch` with the kernel (binfmt_misc), so that the engine
+    runs that CPU's binaries: Debian's qemu-user-static (statically linked, `F` flag: usable inside
+    containers) and binfmt-support's update-binfmts."""
+    if platforms.emulation_available(f"linux/{arch}"):
+        notes.append(f"binfmt {arch}: registered")
+        return
+    apt.ensure("qemu-user-static", platforms.QEMU_STATIC[arch])
+    apt.ensure("binfmt-support", "update-binfmts")
+    log_file = _logs(apt.state_dir) / "binfmt.log"
+    if not Path(platforms.BINFMT_DIR, "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", platforms.BINFMT_DIR], log_file)
+    _run(["update-binfmts", "--enable", platforms.BINFMT_HANDLER[arch]], log_file)
+    if not platforms.emulation_available(f"linux/{arch}"):
+        raise SandboxError(
+            f"update-binfmts ran but {platforms.binfmt_path(arch)} is not enabled (log: {log_file})"
+        )
+    notes.append(f"binfmt {arch}: enabled")
+
+
+def _rootfs_tarball(state_dir: Path, base: DebianBase, apt: _Apt, notes: list[str]) -> Path:
+    """A Debian minbase rootfs as a tar, debootstrapped once and cached. A foreign CPU is made in two
+    stages: `--foreign` unpacks the packages here, then the second stage runs inside the rootfs under
+    QEMU (binfmt registered)."""
     cache = state_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"debian-{BASE_TAG}-minbase.tar"
+    tarball = cache / base.tarball
     if tarball.exists():
-        notes.append("cached rootfs")
+        notes.append(f"cached rootfs {base.tarball}")
         return tarball
     apt.ensure("debootstrap", "debootstrap")
-    rootfs = cache / "rootfs"
+    rootfs = cache / f"rootfs-{base.version}-{base.arch}"
     _remove_rootfs(rootfs)
-    log_file = _logs(state_dir) / "debootstrap.log"
+    log_file = _logs(state_dir) / f"debootstrap-{base.version}-{base.arch}.log"
     start = time.monotonic()
+    foreign = base.arch != NATIVE_ARCH
     try:
-        _run(
-            ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
-            log_file,
-            timeout=1800,
-        )
+        first = ["debootstrap", "--variant=minbase", f"--arch={base.arch}"]
+        first += ["--foreign"] if foreign else []
+        _run([*first, base.suite, str(rootfs), DEBIAN_MIRROR], log_file, timeout=1800)
+        if foreign:
+            _run(
+                ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"], log_file, timeout=3600
+            )
         for leftovers in ("var/lib/apt/lists", "var/cache/apt/archives"):
             for entry in (rootfs / leftovers).glob("*"):
                 if entry.is_file():
@@ -499,7 +581,7 @@ def _rootfs_tarball(state_dir: Path, apt: _Apt, notes: list[str]) -> Path:
         partial.rename(tarball)
     finally:
         _remove_rootfs(rootfs)
-    notes.append(f"debootstrap {time.monotonic() - start:.1f} s")
+    notes.append(f"debootstrap {base.suite} {base.arch} {time.monotonic() - start:.1f} s")
     return tarball
 
 
@@ -519,41 +601,78 @@ def _image_exists(image: str) -> bool:
     return proc.returncode == 0
 
 
-def _ensure_base_image(state_dir: Path, info: SandboxInfo, apt: _Apt, notes: list[str]) -> None:
-    if _registry_has_base(info):
-        notes.append("registry has it")
-        return
+def _push_base(state_dir: Path, base: DebianBase, reference: str, apt: _Apt, notes: list[str]) -> None:
+    """Import the rootfs as `reference` (for the base's platform) and push it."""
     log_file = _logs(state_dir) / "docker.log"
-    if not _image_exists(info.base_image):
-        tarball = _rootfs_tarball(state_dir, apt, notes)
-        with tarball.open("rb") as tar:
-            _run(
-                [
-                    "docker",
-                    "import",
-                    "--change",
-                    'CMD ["bash"]',
-                    "--change",
-                    f"ENV PATH={BASE_PATH}",
-                    "-",
-                    info.base_image,
-                ],
-                log_file,
-                stdin=tar,
-                timeout=600,
-            )
-        notes.append("imported")
-    _run(["docker", "push", info.base_image], log_file, timeout=600)
-    notes.append("pushed")
-    if not _registry_has_base(info):
-        raise SandboxError(f"pushed {info.base_image} but the registry does not list it")
+    tarball = _rootfs_tarball(state_dir, base, apt, notes)
+    with tarball.open("rb") as tar:
+        _run(
+            [
+                "docker",
+                "import",
+                "--platform",
+                base.platform,
+                "--change",
+                'CMD ["bash"]',
+                "--change",
+                f"ENV PATH={BASE_PATH}",
+                "-",
+                reference,
+            ],
+            log_file,
+            stdin=tar,
+            timeout=600,
+        )
+    _run(["docker", "push", reference], log_file, timeout=600)
+    notes.append(f"pushed {reference}")
+
+
+def _ensure_base(
+    state_dir: Path, info: SandboxInfo, os_name: str, arches: Sequence[str], apt: _Apt, notes: list[str]
+) -> None:
+    """`<registry>/library/debian:<version>`: one platform's image, or with several arches one image
+    index over per-platform tags (`<version>-linux-<arch>`), as Docker Hub's official images are."""
+    bases = [debian_base(os_name, arch) for arch in arches]
+    tag = bases[0].version
+    have = _registry_tags(info.registry, BASE_REPOSITORY)
+    reference = f"{info.registry}/{BASE_REPOSITORY}:{tag}"
+    if len(bases) == 1:
+        if tag in have:
+            notes.append(f"registry has {tag}")
+            return
+        _push_base(state_dir, bases[0], reference, apt, notes)
+    else:
+        children = []
+        for base in bases:
+            child_tag = f"{tag}-{platforms.tag_suffix(base.platform)}"
+            if child_tag not in have:
+                _push_base(state_dir, base, f"{reference}-{platforms.tag_suffix(base.platform)}", apt, notes)
+            children.append((base.platform, child_tag))
+        http = RegistryHttp(info.registry, None, insecure=True)
+        if set(index.platforms_of(http, BASE_REPOSITORY, tag)) >= {b.platform for b in bases}:
+            notes.append(f"registry has {tag} for {', '.join(b.platform for b in bases)}")
+            return
+        try:
+            digest = index.put_index(http, BASE_REPOSITORY, children, [tag])
+        except BuilderError as err:
+            raise SandboxError(f"image index {reference}: {err}") from None
+        notes.append(f"index {tag} {digest[:19]}")
+    if tag not in _registry_tags(info.registry, BASE_REPOSITORY):
+        raise SandboxError(f"pushed {reference} but the registry does not list it")
 
 
 # --------------------------------------------------------------------------- wheels
 
 
-def _pip_download_command(requirements: Sequence[str], dest: Path) -> list[str]:
-    """``pip download`` of requirements (with dependencies) for cp311 manylinux x86_64."""
+def _pip_download_command(
+    requirements: Sequence[str],
+    dest: Path,
+    *,
+    python: str = WHEEL_PYTHON,
+    platforms_: Sequence[str] = WHEEL_PLATFORMS,
+    no_deps: bool = False,
+) -> list[str]:
+    """``pip download`` of requirements (with dependencies unless no_deps) for one CPython and platform."""
     cmd = [sys.executable, "-m", "pip", "download", "--dest", str(dest), "--progress-bar", "off"]
     cmd += ["--disable-pip-version-check", "--timeout", "120", "--index-url", PIP_INDEX_URL]
     if Path(PIP_CERT).exists():
@@ -564,10 +683,56 @@ def _pip_download_command(requirements: Sequence[str], dest: Path) -> list[str]:
     for url in PIP_EXTRA_INDEX_URLS:
         if Path(url.removeprefix("file://")).is_dir() or not url.startswith("file://"):
             cmd += ["--extra-index-url", url]
-    cmd += ["--python-version", WHEEL_PYTHON, "--implementation", "cp", "--only-binary=:all:"]
-    for platform in WHEEL_PLATFORMS:
+    cmd += ["--python-version", python, "--implementation", "cp", "--only-binary=:all:"]
+    cmd += ["--no-deps"] if no_deps else []
+    for platform in platforms_:
         cmd += ["--platform", platform]
     return cmd + list(requirements)
+
+
+def _uv_compile_command(requirements_in: Path, *, python: str, platform: str) -> list[str]:
+    """``uv pip compile`` for another Python and CPU: markers are evaluated for the target (pip's
+    ``--platform`` evaluates them for this host, e.g. torch 2.9.1's ``platform_machine == "x86_64"``)."""
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    cmd = [uv, "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--only-binary", ":all:"]
+    cmd += ["--python-version", python, "--python-platform", platforms.UV_PLATFORM[platform]]
+    return [*cmd, "--index-url", PIP_INDEX_URL, str(requirements_in)]
+
+
+def _ensure_platform_wheels(state_dir: Path, base: DebianBase, notes: list[str]) -> None:
+    """The test cell's wheels for an OS's Python on a platform: resolved by uv for that target, then each
+    pinned wheel fetched by pip for that CPU (a resolved wheel that does not exist fails here)."""
+    python = compat.load().os[base.os].python
+    group = f"py{python.replace('.', '')}-{base.arch}"
+    stamps = state_dir / "stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    pins_file = stamps / f"requirements-{group}.txt"
+    requirements_in = stamps / f"requirements-{group}.in"
+    requirements_in.write_text("".join(f"{r}\n" for r in PLATFORM_REQUIREMENTS))
+    env = {**_pip_env(), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1"}
+    if Path(PIP_CERT).exists():
+        env["SSL_CERT_FILE"] = PIP_CERT
+    if not pins_file.exists():
+        partial = pins_file.with_suffix(".partial")
+        with partial.open("wb") as out:
+            cmd = _uv_compile_command(requirements_in, python=python, platform=base.platform)
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, env=env, check=False, timeout=600)
+        if proc.returncode != 0:
+            last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise SandboxError(f"uv pip compile for {base.platform} Python {python} failed: {last[0]}")
+        partial.rename(pins_file)
+    pins = [
+        line.strip()
+        for line in pins_file.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    glibc = DEBIAN_GLIBC.get(base.version, DEBIAN_GLIBC["12"])
+    machine = platforms.WHEEL_MACHINE[base.platform]
+    cmd = _pip_download_command(
+        pins, state_dir / "wheels", python=python, platforms_=wheel_platforms(machine, glibc), no_deps=True
+    )
+    _ensure_wheels(state_dir, group, cmd, notes)
+    notes.append(f"{len(pins)} pins for {base.platform} cp{python.replace('.', '')}")
 
 
 def _pip_env() -> dict[str, str]:
@@ -577,13 +742,12 @@ def _pip_env() -> dict[str, str]:
     return env
 
 
-def _ensure_wheels(state_dir: Path, group: str, requirements: Sequence[str], notes: list[str]) -> None:
-    """Fill state_dir/wheels with requirements once; a stamp remembers what was done."""
+def _ensure_wheels(state_dir: Path, group: str, cmd: Sequence[str], notes: list[str]) -> None:
+    """Fill state_dir/wheels by running a ``pip download`` command once; a stamp remembers what was done."""
     wheels = state_dir / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     stamps = state_dir / "stamps"
     stamps.mkdir(parents=True, exist_ok=True)
-    cmd = _pip_download_command(requirements, wheels)
     digest = hashlib.sha256(json.dumps(cmd[1:]).encode()).hexdigest()
     stamp = stamps / f"wheels-{group}"
     has_files = any(p.is_file() for p in wheels.iterdir())
@@ -657,11 +821,22 @@ def up(
     with_cuda: bool = False,
     with_proxy: bool = False,
     proxy_offline: bool = False,
+    oses: Sequence[str] = (),
+    arches: Sequence[str] = (),
     log: Log = print,
 ) -> SandboxInfo:
-    """Bring the sandbox up (idempotent; seconds when everything is already there)."""
+    """Bring the sandbox up (idempotent; seconds when everything is already there).
+
+    `oses` (Debian OS values) get a base each, for every arch of `arches` plus the native one, and the
+    wheels of the test cell 2.14-cuda13.0-<os> for each such platform; Debian 12 for amd64 is always
+    there. A foreign arch registers QEMU's binfmt handler first.
+    """
     state_dir = Path(state_dir).resolve()
     info = sandbox_info(state_dir)
+    wheels = state_dir / "wheels"
+    chosen_arches = [NATIVE_ARCH, *(a for a in dict.fromkeys(arches) if a != NATIVE_ARCH)]
+    chosen_oses = list(dict.fromkeys(oses or ((DEFAULT_OS,) if arches else ())))
+    extra = [debian_base(o, a) for o in chosen_oses for a in chosen_arches]  # refuses an unknown value first
     timings: dict[str, float] = {}
     start = time.monotonic()
     with _locked(state_dir):
@@ -669,11 +844,32 @@ def up(
         steps: list[tuple[str, Callable[[list[str]], None]]] = [
             ("engine", lambda n: _ensure_engine(state_dir, apt, n)),
             ("registry", lambda n: _ensure_registry(state_dir, info, apt, n)),
-            ("base image", lambda n: _ensure_base_image(state_dir, info, apt, n)),
-            ("wheels cpu", lambda n: _ensure_wheels(state_dir, "cpu", CPU_REQUIREMENTS, n)),
         ]
+        for arch in chosen_arches[1:]:
+            steps.append((f"binfmt {arch}", functools.partial(_ensure_binfmt, apt, arch)))
+        steps.append(
+            ("base image", functools.partial(_ensure_base, state_dir, info, DEFAULT_OS, [NATIVE_ARCH], apt))
+        )
+        for os_name in chosen_oses:
+            if os_name != DEFAULT_OS or len(chosen_arches) > 1:
+                steps.append(
+                    (
+                        f"base {os_name}",
+                        functools.partial(_ensure_base, state_dir, info, os_name, chosen_arches, apt),
+                    )
+                )
+        cpu = _pip_download_command(CPU_REQUIREMENTS, wheels)
+        steps.append(("wheels cpu", functools.partial(_ensure_wheels, state_dir, "cpu", cpu)))
         if with_cuda:
-            steps.append(("wheels cuda", lambda n: _ensure_wheels(state_dir, "cuda", CUDA_REQUIREMENTS, n)))
+            cuda = _pip_download_command(CUDA_REQUIREMENTS, wheels)
+            steps.append(("wheels cuda", functools.partial(_ensure_wheels, state_dir, "cuda", cuda)))
+        for base in extra:
+            steps.append(
+                (
+                    f"wheels {base.os} {base.platform}",
+                    functools.partial(_ensure_platform_wheels, state_dir, base),
+                )
+            )
         steps.append(("pypiserver", lambda n: _ensure_pypiserver(state_dir, info, log, n)))
         if with_proxy:
             steps.append(("wheel cache", lambda n: _ensure_proxy(info, proxy_offline, n)))
@@ -758,6 +954,16 @@ def up_command(
     offline: Annotated[
         bool, typer.Option("--offline", help="The wheel cache serves only what it holds.")
     ] = False,
+    os_values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--os", help="Also a base (and test-cell wheels) for this Debian OS value, e.g. debian13."
+        ),
+    ] = None,
+    arch: Annotated[
+        list[str] | None,
+        typer.Option("--arch", help="Also this CPU (arm64): binfmt, bases and wheels for it under QEMU."),
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Start the sandbox (idempotent, cached); prints the variables of the `local` profile."""
@@ -766,6 +972,8 @@ def up_command(
         with_cuda=cuda,
         with_proxy=proxy or offline,
         proxy_offline=offline,
+        oses=os_values or (),
+        arches=arch or (),
         log=lambda m: typer.echo(m, err=True),
     )
     for key, value in info.profile_env().items():

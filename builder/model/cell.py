@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from builder.model.naming import CellKey
+from builder.model.platforms import DEFAULT_PLATFORM
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Cell:
     size_budget_gb: float = 0.0
     customization: Customization = field(default_factory=Customization)
     warnings: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM,)  # every one has wheels; the first is the default build
 
     @property
     def tag(self) -> str:

@@ -17,12 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from builder.errors import ConfigError
 from builder.model.cell import CudaToolkit
 from builder.model.naming import CellKey, version_tuple
+from builder.model.platforms import DEFAULT_PLATFORM, PLATFORMS
 
 COMPAT_FILE = "compat.yaml"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Aarch64Wheels(_Strict):
+    """A release's linux/arm64 wheels: what PyPI's aarch64 wheel is, for which Pythons, and whether
+    download.pytorch.org/whl/cpu has a `+cpu` aarch64 build."""
+
+    pypi: str  # "cpu", or the CUDA minor PyPI's aarch64 wheel carries
+    python: list[str]
+    cpu_index: bool
+    source: list[str] | str
 
 
 class TorchRelease(_Strict):
@@ -38,6 +49,7 @@ class TorchRelease(_Strict):
     nccl: str | None = None
     cuda_pins: dict[str, dict[str, str]] = Field(default_factory=dict)  # CUDA -> {package: version}
     arch_list: dict[str, str] = Field(default_factory=dict)
+    aarch64: Aarch64Wheels | None = None
     source: list[str] | str
 
 
@@ -178,6 +190,62 @@ def problems(key: CellKey, settings: Settings, data: CompatData) -> tuple[list[s
             reasons += pin_reasons
             warnings += pin_warnings
     return reasons, warnings
+
+
+def arm64_accelerators(release: TorchRelease) -> list[str]:
+    """The accelerators a release has linux/arm64 wheels for (through the sources a cell uses)."""
+    wheels = release.aarch64
+    if wheels is None:
+        return []
+    found = ["cpu"] if wheels.cpu_index else []
+    if wheels.pypi != "cpu" and wheels.pypi == release.pypi_cuda:
+        found.append(f"cuda{wheels.pypi}")
+    return found
+
+
+def platform_problems(
+    key: CellKey, platform: str, settings: Settings, data: CompatData
+) -> tuple[list[str], list[str]]:
+    """Why an existing cell cannot be built for `platform` (first list; each reason ends with what would
+    work) and what is merely trusted (second list, warnings, with a custom wheel index)."""
+    if platform not in PLATFORMS:
+        return [f"unknown platform {platform} (known: {', '.join(PLATFORMS)})"], []
+    if platform == DEFAULT_PLATFORM:
+        return [], []
+    release = data.torch[key.torch]
+    wheels = release.aarch64
+    reasons: list[str] = []
+    if wheels is None:
+        reasons.append(f"PyTorch {key.torch} publishes no {platform} wheels")
+    else:
+        if key.cuda is None and not wheels.cpu_index:
+            reasons.append(
+                f"PyTorch {key.torch} publishes no torch=={release.version}+cpu wheel for {platform}"
+            )
+        if key.cuda is not None and key.accelerator not in arm64_accelerators(release):
+            built = "CPU builds" if wheels.pypi == "cpu" else f"CUDA {wheels.pypi} builds"
+            reasons.append(
+                f"PyTorch {key.torch}'s {platform} wheels on PyPI are {built}; "
+                f"no CUDA {key.cuda} build for {platform}"
+            )
+        python = data.os[key.os].python
+        if python not in wheels.python:
+            reasons.append(
+                f"PyTorch {key.torch} has no cp{python.replace('.', '')} wheels for {platform} "
+                f"({os_label(key.os, data)}'s python3 is {python}; "
+                f"{platform} wheels: Python {python_range(wheels.python)})"
+            )
+    if reasons and settings.wheel_index:
+        return [], [f"{r}; trusting the custom wheel index {settings.wheel_index}" for r in reasons]
+    if reasons:
+        works = arm64_accelerators(release)
+        hint = (
+            f"{platform} works for {key.torch}-{'/'.join(works)}"
+            if works
+            else f"{platform} has no {key.torch} cell"
+        )
+        reasons = [f"{r} ({hint})" for r in reasons]
+    return reasons, []
 
 
 def _dev_base_problems(key: CellKey, cuda: str, settings: Settings, data: CompatData) -> list[str]:

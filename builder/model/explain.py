@@ -26,6 +26,7 @@ def summary(cell: Cell) -> dict[str, Any]:
         "variant": cell.variant,
         "python": cell.python_version,
         "base_image": cell.base_image_ref,
+        "platforms": list(cell.platforms),
     }
 
 
@@ -87,6 +88,7 @@ def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str
         ),
         ("OS", f"{cell.os_family.capitalize()} {cell.os_version} ({cell.os_codename})"),
         ("variant", cell.variant),
+        ("platforms", ", ".join(cell.platforms)),
         ("base image", cell.base_image_ref),
         ("wheel source", _wheel_source(cell)),
     ]

@@ -20,6 +20,7 @@ from builder.model.naming import PYTORCH_INDEX, VARIANTS, CellKey, version_tuple
 from builder.model.secrets import looks_secret
 
 DEFAULT_MATRIX = Path("matrix.yaml")
+Platform = Literal["linux/amd64", "linux/arm64"]  # builder.model.platforms.PLATFORMS
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,7 @@ class Selector(_Strict):
     accelerator: str | None = None
     os: str | None = None
     variant: Literal["slim", "full"] | None = None
+    platforms: list[Platform] | None = None  # include only: this cell's platforms (each must be possible)
 
     def matches(self, key: CellKey) -> bool:
         pairs = ((self.torch, key.torch), (self.accelerator, key.accelerator), (self.os, key.os))
@@ -59,6 +61,7 @@ class Override(_Strict):
     apt: list[str] = Field(default_factory=list)
     snippet: str = ""
     size_budget_gb: float | None = None
+    platforms: list[Platform] | None = None  # where a matched cell cannot be built for one, it is left out
 
     @field_validator("pip", "apt")
     @classmethod
@@ -130,6 +133,7 @@ class RegistryTarget(_Strict):
 
 class MatrixFile(_Strict):
     axes: Axes
+    platforms: list[Platform] = Field(default_factory=lambda: list[Platform](["linux/amd64"]))
     include: list[Selector] = Field(default_factory=list)
     exclude: list[Selector] = Field(default_factory=list)
     overrides: list[Override] = Field(default_factory=list)
@@ -146,10 +150,12 @@ def _refuse_secret(value: str) -> None:
 
 @dataclass(frozen=True)
 class Drop:
-    """A cartesian-product cell that cannot exist, and why."""
+    """A cartesian-product cell that cannot exist (or, with `platform`, cannot be built for that
+    platform, which the matrix or an override asked for), and why."""
 
     key: CellKey
     reasons: tuple[str, ...]
+    platform: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,9 @@ class Matrix:
     spec: MatrixFile
     cells: tuple[Cell, ...]
     drops: tuple[Drop, ...]
+    platform_drops: tuple[
+        Drop, ...
+    ] = ()  # a platform the matrix or an override asked for, left out of a cell
 
     def cell(self, tag_or_key: str | CellKey) -> Cell:
         """The cell for a tag; an impossible or absent tag raises with reasons and neighbours."""
@@ -171,7 +180,7 @@ class Matrix:
                 return cell
         reasons, _ = compat.problems(key, settings_for(self.spec, key), compat.load())
         if not reasons:
-            _, resolved = resolve(self.spec, key)
+            _, resolved, _ = resolve(self.spec, key)
             if resolved is not None:
                 return resolved
         raise ImpossibleCellError(
@@ -274,13 +283,41 @@ def _customization(spec: MatrixFile, key: CellKey) -> tuple[Customization, float
     return Customization(pip=tuple(pip), apt=tuple(apt), snippet="\n".join(snippets)), budget
 
 
-def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
-    """Resolve one key into a Cell, or return the reasons it cannot exist."""
+def platforms_for(spec: MatrixFile, key: CellKey) -> list[str]:
+    """The platforms a cell asks for: the last matching override's `platforms`, else the matrix's."""
+    chosen: list[str] = list(spec.platforms)
+    for override in spec.overrides:
+        if override.platforms is not None and fnmatch.fnmatchcase(key.tag, override.select):
+            chosen = list(override.platforms)
+    return chosen
+
+
+def resolve(
+    spec: MatrixFile, key: CellKey, platforms: list[str] | None = None
+) -> tuple[list[str], Cell | None, list[Drop]]:
+    """Resolve one key into a Cell, or return the reasons it cannot exist. `platforms` (an include's own)
+    must all be possible; otherwise the matrix's or an override's platforms apply and each impossible one
+    is left out of the cell (third list: those, with their reasons)."""
     data = compat.load()
     settings = settings_for(spec, key)
     reasons, warnings = compat.problems(key, settings, data)
     if reasons:
-        return reasons, None
+        return reasons, None, []
+    kept: list[str] = []
+    left_out: list[Drop] = []
+    for platform in dict.fromkeys(platforms or platforms_for(spec, key)):
+        why, trusted = compat.platform_problems(key, platform, settings, data)
+        warnings += trusted
+        if not why:
+            kept.append(platform)
+        elif platforms:
+            reasons += [f"{platform}: {reason}" for reason in why]
+        else:
+            left_out.append(Drop(key, tuple(why), platform))
+    if reasons:
+        return reasons, None, []
+    if not kept:
+        return [f"{d.platform}: {r}" for d in left_out for r in d.reasons], None, []
     release = data.torch[key.torch]
     os_release = data.os[key.os]
     cuda = key.cuda
@@ -322,8 +359,9 @@ def resolve(spec: MatrixFile, key: CellKey) -> tuple[list[str], Cell | None]:
         size_budget_gb=budget if budget is not None else spec.budgets.for_key(key, dev_base),
         customization=customization,
         warnings=tuple(warnings),
+        platforms=tuple(kept),
     )
-    return [], cell
+    return [], cell, left_out
 
 
 def _cudnn(release: compat.TorchRelease, wheel_source: str) -> str | None:
@@ -349,12 +387,14 @@ def load(path: Path = DEFAULT_MATRIX) -> Matrix:
     keys = [k for k in keys if not any(sel.matches(k) for sel in spec.exclude)]
     cells: dict[CellKey, Cell] = {}
     drops: list[Drop] = []
+    platform_drops: list[Drop] = []
     for key in keys:
-        reasons, cell = resolve(spec, key)
+        reasons, cell, left_out = resolve(spec, key)
         if cell is None:
             drops.append(Drop(key, tuple(reasons)))
         else:
             cells[key] = cell
+            platform_drops += left_out
     errors = []
     seen: dict[CellKey, int] = {}
     for index, selector in enumerate(spec.include):
@@ -363,11 +403,13 @@ def load(path: Path = DEFAULT_MATRIX) -> Matrix:
             errors.append(f"{path}: include[{index}]: duplicate of include[{seen[key]}] ({key.tag})")
             continue
         seen[key] = index
-        reasons, cell = resolve(spec, key)
+        own = [str(p) for p in selector.platforms] if selector.platforms is not None else None
+        reasons, cell, left_out = resolve(spec, key, own)
         if cell is None:
             errors.append(f"{path}: include[{index}]: {key.tag} is impossible: {'; '.join(reasons)}")
         else:
             cells[key] = cell
+            platform_drops = [d for d in platform_drops if d.key != key] + left_out
     if errors:
         raise ConfigError(errors[0], lines=errors)
     if not cells:
@@ -375,7 +417,9 @@ def load(path: Path = DEFAULT_MATRIX) -> Matrix:
             f"{path}: the matrix expands to no valid cell ({len(drops)} dropped; see `list --explain-drops`)"
         )
     ordered = tuple(sorted(cells.values(), key=lambda c: _sort_key(c.key)))
-    return Matrix(path=path, spec=spec, cells=ordered, drops=tuple(drops))
+    return Matrix(
+        path=path, spec=spec, cells=ordered, drops=tuple(drops), platform_drops=tuple(platform_drops)
+    )
 
 
 def _sort_key(key: CellKey) -> tuple[Any, ...]:

@@ -137,13 +137,15 @@ class RegistryHttp:
         secrets = self.creds.secrets() if self.creds is not None else []
         return redact(text, [*secrets, *self._tokens.values()])
 
-    def manifest(self, repository: str, reference: str) -> tuple[str, str, bytes] | None:
-        """(digest, media type, raw body) of a manifest, or None when absent."""
+    def manifest(
+        self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES
+    ) -> tuple[str, str, bytes] | None:
+        """(digest, media type, raw body) of a manifest (`accept`: also image indexes), or None."""
         status, headers, body = self.request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull",
-            headers={"Accept": ", ".join(MANIFEST_TYPES)},
+            headers={"Accept": ", ".join(accept)},
         )
         if status == 404:
             return None

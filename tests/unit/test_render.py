@@ -295,6 +295,7 @@ def test_apt_sources_use_each_os_codename(
 ) -> None:
     codenames = {
         "debian12": "bookworm",
+        "debian13": "trixie",
         "ubuntu22.04": "jammy",
         "ubuntu24.04": "noble",
         "ubuntu26.04": "resolute",

@@ -1,0 +1,139 @@
+"""Platforms per cell: the matrix names them, the compat data says which have wheels, and an impossible
+one is refused (include) or left out (matrix default, override) with its reason and what would work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.model import compat, matrix, platforms
+from builder.model.naming import parse_tag
+from tests.unit.conftest import InProcessCli
+from tests.unit.test_matrix import error_lines, write_matrix
+
+ARM = "linux/arm64"
+
+
+def test_compat_knows_which_releases_publish_aarch64_wheels() -> None:
+    data = compat.load()
+    assert compat.arm64_accelerators(data.torch["2.9"]) == ["cpu"]  # PyPI's 2.9.1 aarch64: a CPU build
+    assert compat.arm64_accelerators(data.torch["2.14"]) == ["cpu", "cuda13.0"]  # CUDA 13 from 2.11
+    assert compat.arm64_accelerators(data.torch["2.15"]) == ["cpu", "cuda13.2"]
+    assert compat.arm64_accelerators(data.torch["2.5"]) == []  # no +cpu aarch64 wheel
+    for minor, release in data.torch.items():
+        assert release.aarch64 is not None, minor
+        assert release.aarch64.source, minor
+
+
+def test_amd64_is_always_possible_and_arm64_only_with_wheels() -> None:
+    data = compat.load()
+    settings = compat.Settings()
+    assert compat.platform_problems(parse_tag("2.9-cuda12.8-ubuntu22.04"), "linux/amd64", settings, data) == (
+        [],
+        [],
+    )
+    assert compat.platform_problems(parse_tag("2.14-cuda13.0-debian13"), ARM, settings, data) == ([], [])
+    (reason,), _ = compat.platform_problems(parse_tag("2.14-cuda12.6-debian12"), ARM, settings, data)
+    assert "linux/arm64 wheels on PyPI are CUDA 13.0 builds; no CUDA 12.6 build" in reason
+    assert reason.endswith("(linux/arm64 works for 2.14-cpu/cuda13.0)")
+    reasons, _ = compat.platform_problems(parse_tag("2.5-cpu-debian13"), ARM, settings, data)
+    assert any("no torch==2.5.1+cpu wheel for linux/arm64" in r for r in reasons)
+    assert any("no cp313 wheels for linux/arm64" in r and "Python 3.9-3.12" in r for r in reasons)
+    assert all(r.endswith("(linux/arm64 has no 2.5 cell)") for r in reasons)
+
+
+def test_custom_wheel_index_turns_the_refusal_into_a_warning() -> None:
+    settings = compat.Settings(wheel_index="https://nexus.example.com/whl/cu126")
+    reasons, warnings = compat.platform_problems(
+        parse_tag("2.14-cuda12.6-debian12"), ARM, settings, compat.load()
+    )
+    assert reasons == []
+    assert "trusting the custom wheel index https://nexus.example.com/whl/cu126" in warnings[0]
+
+
+def test_default_matrix_names_platforms(default_matrix: matrix.Matrix) -> None:
+    cell = default_matrix.cell("2.14-cuda13.0-debian13")
+    assert cell.platforms == ("linux/amd64", ARM)
+    assert default_matrix.cell("2.13-cpu-debian12").platforms == ("linux/amd64",)
+    assert default_matrix.cell("2.14-cuda13.0-debian12").platforms == ("linux/amd64", ARM)
+    left_out = {(d.key.tag, d.platform) for d in default_matrix.platform_drops}
+    assert ("2.15-cuda13.0-debian12", ARM) in left_out  # the override asks; PyPI's 2.15 aarch64 is CUDA 13.2
+    assert default_matrix.cell("2.15-cuda13.0-debian12").platforms == ("linux/amd64",)
+
+
+def test_unknown_platform_is_one_line_with_the_allowed_values(tmp_path: Path) -> None:
+    (line,) = error_lines(write_matrix(tmp_path, platforms=["linux/s390x"]))
+    assert line.startswith(f"{tmp_path / 'matrix.yaml'}: platforms[0]: 'linux/s390x'")
+    assert "'linux/amd64' or 'linux/arm64'" in line
+
+
+def test_include_with_an_impossible_platform_is_refused_with_what_works(tmp_path: Path) -> None:
+    include = [
+        {"torch": "2.14", "accelerator": "cuda12.6", "os": "debian12", "platforms": ["linux/amd64", ARM]}
+    ]
+    (line,) = error_lines(write_matrix(tmp_path, include=include))
+    assert "include[0]: 2.14-cuda12.6-debian12 is impossible: linux/arm64: PyTorch 2.14's" in line
+    assert "(linux/arm64 works for 2.14-cpu/cuda13.0)" in line
+
+
+def test_override_leaves_an_impossible_platform_out(tmp_path: Path) -> None:
+    overrides = [{"select": "2.9-*", "platforms": ["linux/amd64", ARM]}]
+    m = matrix.load(write_matrix(tmp_path, overrides=overrides))
+    assert m.cell("2.9-cpu-debian12").platforms == ("linux/amd64", ARM)
+    assert m.cell("2.9-cuda12.8-debian12").platforms == ("linux/amd64",)
+    reasons = {d.key.tag: d.reasons for d in m.platform_drops if d.platform == ARM}
+    assert "CPU builds; no CUDA 12.8 build for linux/arm64" in reasons["2.9-cuda12.8-debian12"][0]
+
+
+def test_a_cell_with_no_possible_platform_is_dropped(tmp_path: Path) -> None:
+    m = matrix.load(write_matrix(tmp_path, platforms=[ARM], include=[], overrides=[]))
+    tags = {c.tag for c in m.cells}
+    assert "2.9-cpu-debian12" in tags
+    assert "2.9-cuda12.8-debian12" not in tags
+    assert all(c.platforms == (ARM,) for c in m.cells)
+
+
+@pytest.mark.parametrize(
+    "command", [("explain", "2.14-cuda13.0-debian13"), ("list", "--json"), ("list", "--platforms")]
+)
+def test_explain_and_list_show_platforms(cli: InProcessCli, command: tuple[str, ...]) -> None:
+    result = cli(*command)
+    assert result.exit_code == 0, result.stderr
+    if command[0] == "explain":
+        assert "platforms                  linux/amd64, linux/arm64" in result.stdout
+    elif command[1] == "--platforms":
+        lines = result.stdout.splitlines()
+        assert "2.14-cuda13.0-debian13 linux/amd64,linux/arm64" in lines
+        assert "2.13-cpu-debian12 linux/amd64" in lines
+    else:
+        rows = {row["tag"]: row for row in json.loads(result.stdout)}
+        assert rows["2.14-cuda13.0-debian13"]["platforms"] == ["linux/amd64", ARM]
+        assert rows["2.13-cpu-debian12"]["platforms"] == ["linux/amd64"]
+
+
+def test_list_explain_drops_gives_each_left_out_platform(cli: InProcessCli) -> None:
+    result = cli("list", "--explain-drops")
+    assert result.exit_code == 0, result.stderr
+    assert any(
+        line.startswith(
+            "# 2.15-cuda13.0-debian12 linux/arm64: PyTorch 2.15's linux/arm64 wheels on PyPI are CUDA 13.2"
+        )
+        for line in result.stdout.splitlines()
+    )
+    document = json.loads(cli("list", "--json", "--explain-drops").stdout)
+    left_out = [d for d in document["dropped"] if d.get("platform") == ARM]
+    assert any(d["tag"] == "2.15-cuda13.0-debian12" and "CUDA 13.2" in d["reasons"][0] for d in left_out)
+
+
+def test_emulation_needs_the_native_platform_or_an_enabled_binfmt_handler() -> None:
+    assert platforms.emulation_available("linux/amd64", native="linux/amd64")
+    assert platforms.native_platform("aarch64") == ARM
+    assert platforms.native_platform("x86_64") == "linux/amd64"
+    assert platforms.tag_suffix(ARM) == "linux-arm64"
+    registered = platforms.binfmt_path("arm64").is_file()
+    assert platforms.emulation_available(ARM, native="linux/amd64") is (
+        registered and platforms.binfmt_path("arm64").read_text().startswith("enabled")
+    )
+    assert "qemu-user-static binfmt-support" in platforms.enable_hint(ARM)
