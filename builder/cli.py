@@ -422,35 +422,61 @@ def doctor(
 
 @app.command("lock")
 def lock_command(
-    update: Annotated[bool, typer.Option("--update", help="Rewrite matrix.lock and print the diff.")] = False,
+    update: Annotated[
+        bool, typer.Option("--update", help="Resolve again: hash locks, matrix.lock; print the diff.")
+    ] = False,
+    only: OnlyOption = None,
     no_bases: Annotated[
-        bool, typer.Option("--no-bases", help="With --update: cells only, no engine.")
+        bool, typer.Option("--no-bases", help="With --update: no base digests (no engine).")
     ] = False,
     mirror: Annotated[
         str | None, typer.Option("--mirror", envvar="MIRROR", help="Profile to resolve.")
     ] = None,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
-    """Check matrix.lock against the matrix (exit 1 when stale), or --update it."""
-    from builder.build import lock
+    """Check matrix.lock and every cell's hash lock (exit 2 when stale or missing), or --update them."""
+    from builder.build import cell_lock, lock
+    from builder.errors import ConfigError
     from builder.model import profiles
 
     out = Output()
     m = matrix_mod.load(matrix)
+    path = lock.lock_path(m.path)
+    root = path.parent
     if update:
-        path, diff, unresolved = lock.update(m, profiles.resolve(m, mirror), with_bases=not no_bases)
-        out.result(diff.rstrip("\n") if diff else f"{path}: unchanged")
+        profile = profiles.resolve(m, mirror)
+        unlocked = dict(lock.read(path)["unlocked"])
+        cells = m.select_or_all(only)
+        with out.step(f"hash locks: resolving {len(cells)} cells with uv (profile {profile.name})"):
+            run = cell_lock.update(cells, profile, root, unlocked)
+        for result in run.results:
+            for change in result.changes:
+                out.result(f"{result.tag}: {change}")
+        written, diff, unresolved = lock.update(m, profile, with_bases=not no_bases, unlocked=unlocked)
+        out.result(diff.rstrip("\n") if diff else f"{written}: unchanged")
         for problem in unresolved:
             out.warning(problem)
+        refused = run.refused
+        kept = [r for r in run.results if r.kept]
+        for result in refused:
+            out.info(f"{result.tag}: not locked: {result.refused}")
+        out.result(
+            f"hash locks: {len(cells) - len(refused) - len(kept)} cells resolved, {len(kept)} kept "
+            f"(unresolvable now, lock current), {len(refused)} cannot be locked from here "
+            f"({run.seconds:.1f} s)"
+        )
         return
-    path = lock.lock_path(m.path)
+    data = lock.read(path)
     problems = lock.stale_cells(path, list(m.cells))
-    for problem in problems[:50]:
-        out.result(problem)
+    problems += cell_lock.problems(m.cells, root, data["unlocked"])
     if problems:
-        out.result(f"{path}: {len(problems)} cells stale: run `python -m builder lock --update`")
-        raise typer.Exit(1)
-    out.result(f"{path}: {len(m.cells)} cells locked and current")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{problems[0]}{more}: run `python -m builder lock --update`")
+    unlockable = len([c for c in m.cells if c.tag in data["unlocked"]])
+    out.result(
+        f"{path}: {len(m.cells)} cells current; {len(m.cells) - unlockable} hash-locked, "
+        f"{unlockable} recorded as not lockable here"
+    )
 
 
 # --- nightly pieces: CI job matrix, run reports -------------------------------------------------------

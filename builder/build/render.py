@@ -20,7 +20,13 @@ import jinja2
 
 from builder.errors import ConfigError
 from builder.model.cell import Cell
-from builder.model.naming import TAG_RE, cell_labels, immutable_tag, torch_index_url
+from builder.model.naming import (
+    CELLS_DIR,
+    TAG_RE,
+    cell_labels,
+    immutable_tag,
+    torch_index_url,
+)
 from builder.model.profiles import OFFICIAL_APT
 
 TEMPLATE = "Dockerfile.j2"
@@ -30,7 +36,6 @@ RETIRED_NAMES = ("smoke.py", "entrypoint.sh", "certs/extra-ca.crt", ".dockerigno
 # The build context is laid out as the repository is, so that `docker build -f images/<tag>/Dockerfile .`
 # from its root and the tool's in-memory context (Renderer.context) hold the same files at the same paths;
 # each file exists once. The rendered Dockerfiles COPY these paths (the root .dockerignore lets in only them).
-CELLS_DIR = "images"
 SUITE_PATH = "builder/resources/smoke_suite.py"
 ENTRYPOINT_PATH = "builder/resources/entrypoint.sh"
 DEV_SETUP_PATH = "builder/resources/dev-setup.sh"

@@ -40,6 +40,8 @@ CONTENT_HASH_LABEL = f"{LABEL_PREFIX}.content-hash"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"  # on the containers this tool starts
 DOCKER_HUB = "docker.io"
 PYTORCH_INDEX = "https://download.pytorch.org/whl/{index}"  # {index}: cu128, cpu, ...
+CELLS_DIR = "images"  # images/<tag>/: what each cell renders (Dockerfile, cell.json) and its hash lock
+DEFAULT_PLATFORM = "linux-amd64"
 
 _HOST_RE = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$")
 _COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -151,6 +153,17 @@ def torch_index_url(cell: Cell, template: str = PYTORCH_INDEX) -> str:
     if cell.wheel_source == "pytorch":
         return template.replace("{index}", cell.wheel_index)
     return ""
+
+
+def requirements_name(platform: str = DEFAULT_PLATFORM) -> str:
+    """The file name of a cell's hash lock for one platform: `requirements.linux-amd64.txt`."""
+    return f"requirements.{platform}.txt"
+
+
+def requirements_path(tag: str, platform: str = DEFAULT_PLATFORM) -> str:
+    """A cell's hash lock (every distribution of its venv, `uv pip compile --generate-hashes` format)
+    relative to the folder holding `images/`: `images/<tag>/requirements.linux-amd64.txt`."""
+    return f"{CELLS_DIR}/{tag}/{requirements_name(platform)}"
 
 
 # --- image references ---------------------------------------------------------------------------
