@@ -471,7 +471,8 @@ def lock_command(
     problems += cell_lock.problems(m.cells, root, data["unlocked"])
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"{problems[0]}{more}: run `python -m builder lock --update`")
+        hint = "" if "run `" in problems[0] else ": run `python -m builder lock --update`"
+        raise ConfigError(f"{problems[0]}{more}{hint}")
     unlockable = len([c for c in m.cells if c.tag in data["unlocked"]])
     out.result(
         f"{path}: {len(m.cells)} cells current; {len(m.cells) - unlockable} hash-locked, "

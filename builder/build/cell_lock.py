@@ -35,8 +35,8 @@ from builder.resources.install_lock import Pin
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 ARCH = {"linux-amd64": "x86_64", "linux-arm64": "aarch64"}
-# glibc of each OS (manylinux_2_N), capped at the newest tag uv knows (2_40): which wheels a cell can use.
-GLIBC = {"debian12": 36, "ubuntu22.04": 35, "ubuntu24.04": 39, "ubuntu26.04": 40}
+# glibc of each OS (manylinux_2_N; Debian 13: 2.41), capped at the newest uv knows (2_40).
+GLIBC = {"debian12": 36, "debian13": 40, "ubuntu22.04": 35, "ubuntu24.04": 39, "ubuntu26.04": 40}
 UV_TIMEOUT_S = 300.0
 
 
@@ -58,8 +58,8 @@ def stage_roots(cell: Cell) -> dict[str, list[str]]:
     devtools = [cell.pinned("torchvision", cell.torchvision_version)]
     if cell.torchaudio_version:
         devtools.append(cell.pinned("torchaudio", cell.torchaudio_version))
-    if cell.is_cuda and cell.cuda_dev_base == "wheels":
-        devtools.append(f"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]=={cell.toolkit_wheel}")
+    if cell.cuda_toolkit and cell.cuda_toolkit.requirement:
+        devtools.append(cell.cuda_toolkit.requirement)
     devtools += ["jupyterlab", "matplotlib", "ninja", "pandas", *extra]
     return {"torch": torch, "devtools": devtools}
 
