@@ -1,6 +1,6 @@
 """Local loopback sandbox (dev and CI): Docker engine, base-image registry and PyPI mirror.
 
-    python -m tools.sandbox up [--cuda] [--os debian13] [--arch arm64] | down [--purge] | status
+    python -m tools.sandbox up [--cuda] [--cuda12] [--os debian13] [--arch arm64] | down [--purge] | status
 
 Nothing can be pulled from Docker Hub on dev machines and CI, so ``up()`` builds
 the pieces a build needs and serves them on 127.0.0.1 only:
@@ -93,6 +93,14 @@ CUDA_REQUIREMENTS: tuple[str, ...] = (
     "torchvision==0.29.1",
     "cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3",
 )
+
+#: CUDA 12.8's component wheels (cuda-toolkit extras as compat.yaml records them), fetched with ``--cuda``:
+#: small (45 MB), and what shows that PyPI's CUDA 12 nvcc wheel holds ptxas but no nvcc.
+CUDA12_COMPONENT_REQUIREMENTS: tuple[str, ...] = (str(compat.load().cuda["12.8"].toolkit_requirement),)
+
+#: Extra wheels for ``up(with_cuda12=True)``: torch 2.9.1, PyPI's CUDA 12.8 build, with its nvidia-*-cu12
+#: wheels (about 4 GB), the CUDA 12.8 cells' wheels.
+CUDA12_REQUIREMENTS: tuple[str, ...] = ("torch==2.9.1", "torchvision==0.24.1", *CUDA12_COMPONENT_REQUIREMENTS)
 
 #: Where ``pip download`` looks. Local folders are used only where they exist.
 PIP_INDEX_URL = "https://pypi.org/simple"
@@ -819,6 +827,7 @@ def up(
     state_dir: Path = DEFAULT_STATE_DIR,
     *,
     with_cuda: bool = False,
+    with_cuda12: bool = False,
     with_proxy: bool = False,
     proxy_offline: bool = False,
     oses: Sequence[str] = (),
@@ -863,6 +872,16 @@ def up(
         if with_cuda:
             cuda = _pip_download_command(CUDA_REQUIREMENTS, wheels)
             steps.append(("wheels cuda", functools.partial(_ensure_wheels, state_dir, "cuda", cuda)))
+            components = _pip_download_command(CUDA12_COMPONENT_REQUIREMENTS, wheels)
+            steps.append(
+                (
+                    "wheels cuda12 components",
+                    functools.partial(_ensure_wheels, state_dir, "cuda12-components", components),
+                )
+            )
+        if with_cuda12:
+            cuda12 = _pip_download_command(CUDA12_REQUIREMENTS, wheels)
+            steps.append(("wheels cuda12", functools.partial(_ensure_wheels, state_dir, "cuda12", cuda12)))
         for base in extra:
             steps.append(
                 (
@@ -950,6 +969,9 @@ StateDirOption = Annotated[
 @app.command("up")
 def up_command(
     cuda: Annotated[bool, typer.Option("--cuda", help="Also fetch the CUDA 13.0 wheels.")] = False,
+    cuda12: Annotated[
+        bool, typer.Option("--cuda12", help="Also fetch torch 2.9.1 with its CUDA 12.8 wheels (4 GB).")
+    ] = False,
     proxy: Annotated[bool, typer.Option("--proxy", help="Also run the wheel cache (PyPI proxy).")] = False,
     offline: Annotated[
         bool, typer.Option("--offline", help="The wheel cache serves only what it holds.")
@@ -970,6 +992,7 @@ def up_command(
     info = up(
         state_dir or DEFAULT_STATE_DIR,
         with_cuda=cuda,
+        with_cuda12=cuda12,
         with_proxy=proxy or offline,
         proxy_offline=offline,
         oses=os_values or (),

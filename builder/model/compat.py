@@ -78,6 +78,13 @@ class CudaRelease(_Strict):
     arch_list: str
     source: list[str] | str
 
+    @property
+    def toolkit_requirement(self) -> str | None:
+        """`cuda-toolkit[nvcc,cudart,cccl]==12.8.1`: the component wheels, pinned through the metapackage."""
+        if self.dev_wheels is None or self.toolkit_wheel is None:
+            return None
+        return f"cuda-toolkit[{','.join(self.dev_wheels.extras)}]=={self.toolkit_wheel}"
+
 
 class DriverCompat(_Strict):
     minor_version: dict[str, str]  # CUDA major -> lowest driver of minor-version compatibility
@@ -322,7 +329,7 @@ def cuda_toolkit(cuda: str, python: str, dev_base: str, data: CompatData) -> Cud
         return CudaToolkit(home="/usr/local/cuda", why_not_wheels=why[0] if why else None)
     return CudaToolkit(
         home=f"/opt/venv/lib/python{python}/site-packages/{wheels.home}",
-        requirement=f"cuda-toolkit[{','.join(wheels.extras)}]=={release.toolkit_wheel}",
+        requirement=release.toolkit_requirement,
         components=tuple(f"{name}=={version}" for name, version in wheels.packages.items()),
     )
 
