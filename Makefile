@@ -110,8 +110,8 @@ nightly: $(PY) ## Build the matrix: skip what is built/pushed, -j JOBS, PUSH=1, 
 compat-check: $(PY) ## Diff of what PyPI released that builder/resources/compat.yaml lacks (INDEX_URL=mirror)
 	$(PY) -m tools.update_compat $(if $(INDEX_URL),--index-url '$(INDEX_URL)') $(if $(FAIL_ON_DRIFT),--fail-on-drift)
 
-ci-matrix: $(PY) ## The cells as a CI job matrix (FORMAT=github|gitlab, ONLY=glob)
-	$(PY) -m builder ci-matrix --format $(or $(FORMAT),github) $(if $(ONLY),--only '$(ONLY)')
+ci-matrix: $(PY) ## The cells as a CI job matrix (FORMAT=github|gitlab, ONLY=glob, CHANGED=1: only what the registry lacks)
+	$(PY) -m builder ci-matrix --format $(or $(FORMAT),github) $(if $(ONLY),--only '$(ONLY)') $(if $(CHANGED),--changed)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -500,12 +500,25 @@ def ci_matrix_command(
     gpu_runner: Annotated[
         list[str] | None, typer.Option("--gpu-runner", help="Runner label/tag for CUDA cells (repeatable).")
     ] = None,
+    changed: Annotated[
+        bool,
+        typer.Option(
+            "--changed", help="Only cells whose content hash the registry lacks (asked as nightly --push)."
+        ),
+    ] = False,
+    registry: RegistryOption = None,
+    mirror: MirrorOption = None,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
     """The cells as a CI job matrix, one cell per job: GitHub `fromJSON` include list or GitLab child YAML."""
-    from builder.operate import ci_matrix
+    from builder.operate import ci_matrix, nightly
+    from builder.publish.push import Publisher
 
-    cells = matrix_mod.load(matrix).select_or_all(only)
+    m = matrix_mod.load(matrix)
+    cells = m.select_or_all(only)
+    if changed:
+        publisher = Publisher.resolve(m.spec.registry.target, registry)
+        cells = nightly.changed_cells(m, cells, publisher, mirror=mirror, output=Output())
     text = ci_matrix.for_ci(fmt, cells, cpu_runners=cpu_runner, gpu_runners=gpu_runner, source=str(matrix))
     Output().raw(text)
 

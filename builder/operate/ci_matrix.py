@@ -2,6 +2,9 @@
 
 GitHub Actions gets `{"include": [...]}` for `strategy.matrix: ${{ fromJSON(...) }}`; GitLab gets a
 child-pipeline YAML with one job per cell. CUDA cells go to GPU runners (their smoke suite runs on a GPU).
+With `--changed` the cells are first narrowed to those whose content hash the registry lacks
+(`builder.operate.nightly.changed_cells`); nothing changed gives an empty GitHub include list (the workflow
+skips its build job) and a GitLab child pipeline whose one job says so.
 """
 
 from __future__ import annotations
@@ -41,9 +44,8 @@ GITLAB_RUNNERS = Runners(GITLAB_CPU_TAGS, GITLAB_GPU_TAGS)
 
 
 def github(cells: Sequence[Cell], runners: Runners = GITHUB_RUNNERS) -> dict[str, list[dict[str, Any]]]:
-    """`{"include": [{"tag", "runner", "gpu"}, ...]}`, one entry per cell, for `fromJSON`."""
-    if not cells:
-        raise ConfigError("ci-matrix: no cells selected")
+    """`{"include": [{"tag", "runner", "gpu"}, ...]}`, one entry per cell, for `fromJSON` (empty when
+    nothing is to be built: the workflow skips the job on an empty list)."""
     if len(cells) > GITHUB_MAX_JOBS:
         raise ConfigError(
             f"ci-matrix: {len(cells)} cells, but a GitHub matrix holds at most {GITHUB_MAX_JOBS} jobs; "
@@ -77,8 +79,12 @@ def gitlab(cells: Sequence[Cell], runners: Runners = GITLAB_RUNNERS, *, source: 
     Registry credentials come from the CI/CD variables REGISTRY_USERNAME and REGISTRY_PASSWORD
     (masked, protected), which GitLab hands every job as environment variables.
     """
+    header = (
+        f"# Generated from {source} by `python -m builder ci-matrix --format gitlab` "
+        f"({len(cells)} cell{'' if len(cells) == 1 else 's'}); do not edit.\n"
+    )
     if not cells:
-        raise ConfigError("ci-matrix: no cells selected")
+        return header + _dump({"nothing-to-build": {"tags": list(runners.cpu), "script": [NOTHING_TO_BUILD]}})
     pipeline: dict[str, Any] = {
         "stages": ["build", "report"],
         "default": {"interruptible": True},
@@ -123,11 +129,15 @@ def gitlab(cells: Sequence[Cell], runners: Runners = GITLAB_RUNNERS, *, source: 
             "paths": [f"{REPORT_DIR}/"],
         },
     }
-    header = (
-        f"# Generated from {source} by `python -m builder ci-matrix --format gitlab` "
-        f"({len(cells)} cell{'' if len(cells) == 1 else 's'}); do not edit.\n"
-    )
-    return header + yaml.dump(pipeline, Dumper=_BlockDumper, sort_keys=False, width=110, allow_unicode=True)
+    return header + _dump(pipeline)
+
+
+# A child pipeline needs at least one job: when every cell is current, one that says so and builds nothing.
+NOTHING_TO_BUILD = "echo 'every selected cell is in the registry with its content hash: nothing to build'"
+
+
+def _dump(pipeline: dict[str, Any]) -> str:
+    return yaml.dump(pipeline, Dumper=_BlockDumper, sort_keys=False, width=110, allow_unicode=True)
 
 
 class _BlockDumper(yaml.SafeDumper):

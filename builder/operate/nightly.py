@@ -98,17 +98,102 @@ def plan(
     return planned
 
 
-def already_done(planned: Planned, engine: Engine, remote_hash: Callable[[Cell], str | None] | None) -> bool:
-    """True when the registry (with push) or the engine (without) holds an image with this content hash."""
+def built_on_engine(planned: Planned, engine: Engine) -> bool:
+    """True when the engine holds the cell's image with this content hash (nightly without --push)."""
     if planned.content_hash is None:
         return False
-    if remote_hash is not None:
-        return remote_hash(planned.cell) == planned.content_hash
     reference = local_references(planned.cell)[1]
     if not engine.image_exists(reference):
         return False
     labels = (engine.image_attrs(reference).get("Config") or {}).get("Labels") or {}
     return bool(labels.get(CONTENT_HASH_LABEL) == planned.content_hash)
+
+
+def digest_resolver(connect: Callable[[], Engine]) -> Callable[[str], str | None]:
+    """A base image's digest from the registry mirror through the engine (None: not found); the engine
+    is connected on the first question only (a plan whose bases are all locked needs none)."""
+    engines: list[Engine] = []
+
+    def resolve(ref: str) -> str | None:
+        if not engines:
+            engines.append(connect())
+        try:
+            return engines[0].registry_digest(ref, auth=None)
+        except BuilderError:
+            return None
+
+    return resolve
+
+
+def triage(
+    cells: list[Cell],
+    *,
+    renderer: Renderer,
+    profile: ResolvedProfile,
+    lock_data: dict[str, Any] | None,
+    resolve_digest: Callable[[str], str | None],
+    is_done: Callable[[Planned], bool],
+    publisher: Publisher | None,
+    output: Output,
+) -> tuple[dict[str, report.CellResult], list[Cell]]:
+    """Decide every cell without building: (results of the cells decided, cells to build).
+
+    With a publisher the registry is asked (a cell is done when the registry's immutable tag carries its
+    content hash; a floating tag left behind is moved to it), else `is_done` (the engine). A cell whose
+    plan failed (its base is missing) is a failed result. The one home of the skip-by-content-hash rule,
+    for `nightly` and `ci-matrix --changed`.
+    """
+    remote_hash = _remote_hash(publisher) if publisher is not None else None
+    sync_floating = _floating_syncer(publisher) if publisher is not None else None
+    results: dict[str, report.CellResult] = {}
+    todo: list[Cell] = []
+    for planned in plan(cells, renderer, profile, lock_data, resolve_digest):
+        tag = planned.cell.tag
+        if planned.problem:
+            results[tag] = report.CellResult.for_tag(tag, "failed", detail=planned.problem)
+            continue
+        if remote_hash is not None:
+            done = planned.content_hash is not None and remote_hash(planned.cell) == planned.content_hash
+        else:
+            done = is_done(planned)
+        if not done:
+            todo.append(planned.cell)
+            continue
+        where = "in the registry" if publisher is not None else "on the engine"
+        detail = f"same content hash {where}"
+        try:
+            moved = sync_floating(planned.cell) if sync_floating is not None else []
+        except (BuilderError, OSError) as exc:
+            results[tag] = report.CellResult.for_tag(tag, "failed", detail=f"{detail}; {exc}")
+            continue
+        if moved:
+            detail += f"; moved {', '.join(moved)} to it (left behind by an interrupted run)"
+            output.info(f"{tag}: {detail}")
+        results[tag] = report.CellResult.for_tag(tag, "cached", detail=detail)
+    return results, todo
+
+
+def changed_cells(
+    m: Matrix, cells: list[Cell], publisher: Publisher, *, mirror: str | None, output: Output
+) -> list[Cell]:
+    """`ci-matrix --changed`: the cells whose content hash the registry lacks, in matrix order (a cell
+    whose plan failed is kept, so that its job reports why)."""
+    results, _ = triage(
+        cells,
+        renderer=Renderer(templates_for(m.path)),
+        profile=profiles.resolve(m, mirror),
+        lock_data=lock.read(lock.lock_path(m.path)),
+        resolve_digest=digest_resolver(Engine.connect),
+        is_done=lambda _: False,
+        publisher=publisher,
+        output=output,
+    )
+    cached = [tag for tag, result in results.items() if result.status == "cached"]
+    output.info(
+        f"ci-matrix: {len(cells)} cells, {len(cached)} with the same content hash in "
+        f"{publisher.target.host}/{publisher.target.repository}, {len(cells) - len(cached)} to build"
+    )
+    return [cell for cell in cells if cell.tag not in cached]
 
 
 class CellRunner:
@@ -261,35 +346,16 @@ def run(
     raises NightlyInterrupted carrying the results so far.
     """
     engine = connect()
-    remote_hash = _remote_hash(publisher) if publisher is not None else None
-    sync_floating = _floating_syncer(publisher) if publisher is not None else None
-
-    def resolve(ref: str) -> str | None:
-        try:
-            return engine.registry_digest(ref, auth=None)
-        except BuilderError:
-            return None
-
-    results: dict[str, report.CellResult] = {}
-    todo: list[Cell] = []
-    for planned in plan(cells, renderer, profile, lock_data, resolve):
-        tag = planned.cell.tag
-        if planned.problem:
-            results[tag] = report.CellResult.for_tag(tag, "failed", detail=planned.problem)
-        elif already_done(planned, engine, remote_hash):
-            where = "in the registry" if publisher is not None else "on the engine"
-            detail = f"same content hash {where}"
-            try:
-                moved = sync_floating(planned.cell) if sync_floating is not None else []
-            except (BuilderError, OSError) as exc:
-                results[tag] = report.CellResult.for_tag(tag, "failed", detail=f"{detail}; {exc}")
-                continue
-            if moved:
-                detail += f"; moved {', '.join(moved)} to it (left behind by an interrupted run)"
-                output.info(f"{tag}: {detail}")
-            results[tag] = report.CellResult.for_tag(tag, "cached", detail=detail)
-        else:
-            todo.append(planned.cell)
+    results, todo = triage(
+        cells,
+        renderer=renderer,
+        profile=profile,
+        lock_data=lock_data,
+        resolve_digest=digest_resolver(lambda: engine),
+        is_done=lambda planned: built_on_engine(planned, engine),
+        publisher=publisher,
+        output=output,
+    )
     output.info(
         f"nightly: {len(cells)} cells, {len(results)} decided without building "
         f"({sum(r.status == 'cached' for r in results.values())} cached), {len(todo)} to build"

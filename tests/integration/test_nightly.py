@@ -398,3 +398,37 @@ def test_jobs_2_runs_two_builds_at_once(
     _, results = timed(2)
     assert [r.status for r in results] == ["failed", "passed"]
     assert results[0].detail == "crashed: RuntimeError: stand-in crash"
+
+
+def _emitted(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [job["tag"] for job in json.loads(result.stdout)["include"]]
+
+
+def test_ci_matrix_changed_emits_only_what_the_registry_lacks_and_moves_nothing(
+    cli: Cli,
+    first_push: subprocess.CompletedProcess[str],
+    push_registry: LoopbackRegistry,
+    push_env: dict[str, str],
+    local_env: dict[str, str],
+    project_copy: Path,
+) -> None:
+    """The incremental CI fan-out: the plan step asks the registry as `nightly --push` does."""
+    floating = push_registry.digest(REPOSITORY, CPU_TAG)
+    assert floating is not None
+    log_size = push_registry.log_path.stat().st_size
+    changed = ("ci-matrix", "--changed", "--only", CPU_TAG)
+    other = "2.14-cuda13.0-debian12"
+    assert _emitted(cli(*changed, "--only", other, extra_env=push_env, timeout=120)) == [other]
+    # a second scheduled run with nothing changed: no job in either format, no tag moved, nothing written
+    assert _emitted(cli(*changed, extra_env=push_env, timeout=120)) == []
+    child = cli(*changed, "--format", "gitlab", extra_env=push_env, timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert list(yaml.safe_load(child.stdout)) == ["nothing-to-build"]
+    new_log = push_registry.log_path.read_bytes()[log_size:].decode(errors="replace")
+    assert '"PUT ' not in new_log and '"POST ' not in new_log and '"PATCH ' not in new_log
+    assert push_registry.digest(REPOSITORY, CPU_TAG) == floating
+    # the cell's content changes: it is emitted again
+    add_override(project_copy, {"select": CPU_TAG, "snippet": "RUN true\n"})
+    edited = Cli(env=local_env, cwd=project_copy)(*changed, extra_env=push_env, timeout=120)
+    assert _emitted(edited) == [CPU_TAG]

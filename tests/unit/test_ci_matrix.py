@@ -187,3 +187,32 @@ def test_gitlab_parent_runs_the_generated_child() -> None:
     trigger = doc["nightly"]["trigger"]
     assert trigger["strategy"] == "depend"
     assert trigger["include"] == [{"artifact": "child.yml", "job": "plan"}]
+
+
+def test_nothing_changed_is_an_empty_github_list_and_a_one_job_child_pipeline(tmp_path: Path) -> None:
+    assert ci_matrix.github_json([]) == '{"include":[]}'
+    child = tmp_path / "child.yml"
+    child.write_text(ci_matrix.for_ci("gitlab", []))
+    doc = yaml.safe_load(child.read_text())
+    assert list(doc) == ["nothing-to-build"]
+    assert "nothing to build" in doc["nothing-to-build"]["script"][0]
+    result = check_jsonschema("vendor.gitlab-ci", child)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_plan_only_changed_cells_and_skip_an_empty_matrix() -> None:
+    github = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    plan = "\n".join(s.get("run", "") for s in github["plan"]["steps"])
+    assert "args+=(--changed)" in plan
+    assert github["plan"]["outputs"]["count"]
+    assert github["build"]["if"] == "needs.plan.outputs.count != '0'"
+    matrix_step = next(s for s in github["plan"]["steps"] if s.get("id") == "matrix")
+    assert matrix_step["env"]["REGISTRY_PASSWORD"] == "${{ secrets.REGISTRY_PASSWORD }}"
+    gitlab = yaml.safe_load(GITLAB.read_text())
+    assert 'args="$args --changed"' in "\n".join(gitlab["plan"]["script"])
+
+
+def test_changed_needs_a_valid_registry_target(cli: InProcessCli) -> None:
+    result = cli("ci-matrix", "--changed", "--registry", "not a registry")
+    assert result.exit_code == 2
+    assert "REGISTRY" in result.stderr
