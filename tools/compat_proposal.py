@@ -344,6 +344,9 @@ def _facts(release: Release, torchvision: Release | None, data: CompatData, note
         )
     else:
         facts.put("pypi_cuda", cuda.cuda.version, cuda.cuda.requirement)
+        pin_note = _cuda_pin_note(release.version, cuda.cuda, data)
+        if pin_note:
+            notes.append(pin_note)
         if cuda.cuda.version not in data.cuda:
             notes.append(
                 f"torch {release.version}: its PyPI wheel carries CUDA {cuda.cuda.version}, which has no "
@@ -355,6 +358,20 @@ def _facts(release: Release, torchvision: Release | None, data: CompatData, note
     if cuda.nccl is not None:
         facts.put("nccl", cuda.nccl.version, cuda.nccl.requirement)
     return facts
+
+
+def _cuda_pin_note(version: str, cuda: Pin, data: CompatData) -> str | None:
+    """A note when the wheel's CUDA pin is not the one `cuda_pins` records (full cells check against it)."""
+    shown, _, exact = cuda.requirement.partition("==")
+    name = shown.removesuffix("[...]")
+    current = data.torch.get(minor_of(version))
+    recorded = current.cuda_pins.get(cuda.version, {}).get(name) if current else None
+    if recorded is not None and Version(recorded) == Version(exact):
+        return None
+    return (
+        f"torch {version}: its PyPI wheel pins {name}=={exact}; set torch.{minor_of(version)}.cuda_pins "
+        f'to {{"{cuda.version}": {{{name}: "{exact}"}}}} by hand (full cells built from wheels check it)'
+    )
 
 
 def _torchvision_only(minor: str, version: str, release: Release) -> _Facts:

@@ -377,3 +377,13 @@ def test_json_output_is_what_the_report_reads(
         "error: compat.json: not the JSON of `python -m tools.update_compat --json` "
         "(keys: current, diff, notes)"
     ]
+
+
+def test_a_cuda_pin_the_data_does_not_record_is_a_note(proposal: cp.Proposal) -> None:
+    """torch 2.16.0 (new) pins cuda-toolkit==13.4.1: the reviewer is told to record it in cuda_pins."""
+    expected = 'set torch.2.16.cuda_pins to {"13.4": {cuda-toolkit: "13.4.1"}} by hand'
+    assert any(expected in note for note in proposal.notes), proposal.notes
+    data = cp.parse_data(cp.shipped_data_text())
+    assert cp._cuda_pin_note("2.14.1", cp.Pin("13.0", "cuda-toolkit[...]==13.0.3"), data) is None
+    changed = cp._cuda_pin_note("2.14.1", cp.Pin("13.0", "cuda-toolkit[...]==13.0.2"), data)
+    assert changed is not None and "pins cuda-toolkit==13.0.2" in changed
