@@ -55,8 +55,8 @@ mirror-bases: $(PY) ## Copy base images by digest into the team registry (TO=hos
 sandbox: $(PY) ## Start the loopback sandbox: Docker engine, registry mirror, PyPI mirror (idempotent)
 	$(PY) -m tools.sandbox up
 
-sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit)
-	$(PY) -m tools.sandbox up --cuda
+sandbox-cuda: $(PY) ## The sandbox plus the CUDA 13.0 wheels (torch 2.14.1, cuda-toolkit); CUDA12=1: torch 2.9.1 (CUDA 12.8)
+	$(PY) -m tools.sandbox up --cuda $(if $(CUDA12),--cuda12)
 
 sandbox-proxy: $(PY) ## The sandbox plus its wheel cache: a caching PyPI proxy on 127.0.0.1:3141 (OFFLINE=1: cache only)
 	$(PY) -m tools.sandbox up --proxy $(if $(OFFLINE),--offline)
