@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -187,12 +186,9 @@ def test_explain_an_impossible_cell(cli: InProcessCli) -> None:
     assert result.stdout == ""
 
 
-def test_build_of_an_impossible_cell_fails_fast_without_an_engine() -> None:
-    started = time.perf_counter()
-    result = run_module("build", "2.9-cuda11.8-ubuntu20.04")
-    elapsed = time.perf_counter() - started
+def test_build_of_an_impossible_cell_is_refused_before_the_engine() -> None:
+    result = run_module("build", "2.9-cuda11.8-ubuntu20.04")  # DOCKER_HOST answers nothing: contact = exit 3
     assert result.returncode == 2, result.stdout + result.stderr
-    assert elapsed < 2.0, f"took {elapsed:.2f} s"
     lines = error_lines(result)
     text = "\n".join(lines)
     wheels = next(line for line in lines if "publishes no CUDA 11.8 wheels" in line)
