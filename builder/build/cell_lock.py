@@ -363,6 +363,24 @@ def _disagrees_with_slim(cell: Cell, text: str, root: Path, platform: str) -> st
     )
 
 
+def context_files(cell: Cell, root: Path, unlocked: dict[str, dict[str, str]]) -> dict[str, bytes]:
+    """The hash locks a cell's build context holds, by path (its own and, for a full cell, its slim
+    sibling's, which the torch stage installs); ConfigError (exit 2) when one is missing, stale or
+    cannot be made here."""
+    files: dict[str, bytes] = {}
+    for tag in dict.fromkeys([slim_tag(cell), cell.tag]):
+        path = requirements_path(tag)
+        if tag != cell.tag and not (root / path).exists():
+            raise ConfigError(
+                f"{cell.tag}: its torch stage installs {path}, which does not exist: "
+                f"add {tag} to the matrix and run `python -m builder lock --update --only '{tag}*'`"
+            )
+        if tag == cell.tag:
+            locked_pins(cell, root, unlocked)
+        files[path] = (root / path).read_bytes()
+    return files
+
+
 def locked_pins(
     cell: Cell, root: Path, unlocked: dict[str, dict[str, str]], platform: str = DEFAULT_PLATFORM
 ) -> dict[str, Pin]:
@@ -376,6 +394,8 @@ def locked_pins(
             "lock it where the index answers: python -m builder lock --update --only TAG)"
         )
     issue = problem(cell, text, None, platform)
+    if not issue and text and cell.variant == "full":
+        issue = _disagrees_with_slim(cell, text, root, platform)
     if issue or text is None:
         raise ConfigError(issue)
     try:

@@ -72,9 +72,10 @@ def render_lock(
 
 
 def read(path: Path) -> dict[str, Any]:
-    """The lock file's data; an absent file is an empty lock."""
+    """The lock file's data; an absent file is an empty lock. `root`: the folder holding it, where the
+    cells' hash locks are (`images/<tag>/requirements.*.txt`)."""
     if not path.exists():
-        return {"cells": {}, "bases": {}, "unlocked": {}}
+        return {"cells": {}, "bases": {}, "unlocked": {}, "root": path.parent}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
@@ -87,6 +88,7 @@ def read(path: Path) -> dict[str, Any]:
         "cells": data.get("cells") or {},
         "bases": data.get("bases") or {},
         "unlocked": data.get("unlocked") or {},
+        "root": path.parent,
     }
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.build import gate, lock
+from builder.build import cell_lock, gate, lock
 from builder.build import wheel_cache as wheel_cache_mod
 from builder.build.engine import Engine
 from builder.build.render import (
@@ -41,10 +41,14 @@ class BuiltCell:
     size_bytes: int
 
 
-def build_context(renderer: Renderer, cell: Cell, profile: ResolvedProfile) -> dict[str, bytes]:
-    """The cell's build context, with the profile's CA bundle (if it names one) at the CA path."""
+def build_context(
+    renderer: Renderer, cell: Cell, profile: ResolvedProfile, lock_data: dict[str, Any]
+) -> dict[str, bytes]:
+    """The cell's build context, with its hash locks (ConfigError when one is missing, stale or cannot be
+    made here: never built unlocked) and the profile's CA bundle (if it names one) at the CA path."""
     ca_bundle = profile.ca_bundle.read_bytes() if profile.ca_bundle is not None else b""
-    return renderer.context(cell, ca_bundle=ca_bundle)
+    locks = cell_lock.context_files(cell, Path(lock_data["root"]), lock_data["unlocked"])
+    return renderer.context(cell, ca_bundle=ca_bundle, locks=locks)
 
 
 def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], base_digest: str) -> str:
@@ -96,7 +100,7 @@ def build_cell(
     require_gpu: bool = False,
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
-    lock_data: dict[str, Any] | None = None,
+    lock_data: dict[str, Any],
 ) -> BuiltCell:
     """Build one cell; tags are created only after the smoke suite passed.
 
@@ -105,7 +109,7 @@ def build_cell(
     """
     write(out, cell.tag, renderer.files(cell))
     run_dir = run_dir if run_dir is not None else out / cell.tag
-    context = build_context(renderer, cell, profile)
+    context = build_context(renderer, cell, profile, lock_data)
     build_args = profile.build_args(cell)
     base_ref = profile.base_image(cell)
     problems = profiles.unreachable(profile, cell)

@@ -25,6 +25,7 @@ from builder.model.naming import (
     TAG_RE,
     cell_labels,
     immutable_tag,
+    requirements_path,
     torch_index_url,
 )
 from builder.model.profiles import OFFICIAL_APT
@@ -39,6 +40,7 @@ RETIRED_NAMES = ("smoke.py", "entrypoint.sh", "certs/extra-ca.crt", ".dockerigno
 SUITE_PATH = "builder/resources/smoke_suite.py"
 ENTRYPOINT_PATH = "builder/resources/entrypoint.sh"
 DEV_SETUP_PATH = "builder/resources/dev-setup.sh"
+INSTALLER_PATH = "builder/resources/install_lock.py"  # installs a cell's hash lock in the image
 CA_DIR = "certs/"
 CA_FILE = "certs/extra-ca.crt"  # empty in the repository; the tool puts the profile's CA bundle here
 
@@ -51,6 +53,7 @@ class ContextPaths:
     suite: str = SUITE_PATH
     entrypoint: str = ENTRYPOINT_PATH
     dev_setup: str = DEV_SETUP_PATH
+    installer: str = INSTALLER_PATH
     ca_dir: str = CA_DIR
 
     @property
@@ -60,6 +63,16 @@ class ContextPaths:
     @property
     def cell_json(self) -> str:
         return f"{CELLS_DIR}/{self.tag}/cell.json"
+
+    @property
+    def lock(self) -> str:
+        """The cell's hash lock (the full variant's devtools stage installs the rest of it)."""
+        return requirements_path(self.tag)
+
+    @property
+    def torch_lock(self) -> str:
+        """The hash lock the torch stage installs: the slim sibling's, so slim and full share that stage."""
+        return requirements_path(self.tag.removesuffix("-full"))
 
 
 def shipped_file(context_path: str) -> bytes:
@@ -136,16 +149,21 @@ class Renderer:
             "cell.json": (json.dumps(expected_values(cell), indent=2, sort_keys=True) + "\n").encode(),
         }
 
-    def context(self, cell: Cell, *, ca_bundle: bytes = b"") -> dict[str, bytes]:
-        """The cell's whole build context by path: its rendered files, the shipped smoke suite (and, for
-        full cells, the entrypoint and the dev setup script) and the CA bundle (empty: none)."""
+    def context(
+        self, cell: Cell, *, ca_bundle: bytes = b"", locks: Mapping[str, bytes] | None = None
+    ) -> dict[str, bytes]:
+        """The cell's whole build context by path: its rendered files, its hash locks (`locks`, by path:
+        `cell_lock.context_files`), the shipped smoke suite and lock installer (and, for full cells, the
+        entrypoint and the dev setup script) and the CA bundle (empty: none)."""
         paths = ContextPaths(cell.tag)
         rendered = self.files(cell)
         context = {
             paths.dockerfile: rendered["Dockerfile"],
             paths.cell_json: rendered["cell.json"],
             paths.suite: shipped_file(paths.suite),
+            paths.installer: shipped_file(paths.installer),
             CA_FILE: ca_bundle,
+            **(locks or {}),
         }
         if cell.variant == "full":
             context[paths.entrypoint] = shipped_file(paths.entrypoint)

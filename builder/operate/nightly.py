@@ -29,7 +29,7 @@ from rich.table import Table
 from builder.build import lock, pipeline, wheel_cache
 from builder.build.engine import Engine
 from builder.build.render import Renderer, templates_for
-from builder.errors import BuilderError, RegistryError, StoppedError
+from builder.errors import BuilderError, ConfigError, RegistryError, StoppedError
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
@@ -78,7 +78,7 @@ def plan(
     cells: list[Cell],
     renderer: Renderer,
     profile: ResolvedProfile,
-    lock_data: dict[str, Any] | None,
+    lock_data: dict[str, Any],
     resolve_digest: Callable[[str], str | None],
 ) -> list[Planned]:
     """Expected content hash per cell: rendered context, build args and base digest (from the lock first)."""
@@ -93,7 +93,11 @@ def plan(
         if digest is None:
             planned.append(Planned(cell, None, f"base image {base_ref} not found in the registry mirror"))
             continue
-        context = pipeline.build_context(renderer, cell, profile)
+        try:
+            context = pipeline.build_context(renderer, cell, profile, lock_data)
+        except ConfigError as exc:  # no current hash lock: refused, never built unlocked
+            planned.append(Planned(cell, None, str(exc)))
+            continue
         planned.append(Planned(cell, pipeline.cell_content_hash(context, profile.build_args(cell), digest)))
     return planned
 
@@ -206,7 +210,7 @@ class CellRunner:
         *,
         renderer: Renderer,
         profile: ResolvedProfile,
-        lock_data: dict[str, Any] | None,
+        lock_data: dict[str, Any],
         output: Output,
         publisher: Publisher | None = None,
         connect: Callable[[], Engine] = Engine.connect,
@@ -334,7 +338,7 @@ def run(
     *,
     renderer: Renderer,
     profile: ResolvedProfile,
-    lock_data: dict[str, Any] | None,
+    lock_data: dict[str, Any],
     options: NightlyOptions,
     output: Output,
     publisher: Publisher | None = None,

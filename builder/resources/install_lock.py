@@ -3,7 +3,7 @@
 Runs INSIDE the image build (copied to /opt/pytorch-cuda-images/install_lock.py) and is imported by the
 builder on the host for the same parsing (`parse`): one home for the lock format.
 
-    python install_lock.py --lock FILE [--only GLOB ...]
+    python -B install_lock.py [--lock FILE] [--only GLOB ...]
 
 installs the lock's pins (those whose name matches a GLOB), less what is installed already at the locked
 version, with `pip install --require-hashes --no-deps --no-compile`: no resolver, and a file whose sha256
@@ -32,6 +32,7 @@ _PIN = re.compile(
 )
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 _VIA_ROOT = re.compile(r"^-r |\(pyproject\.toml\)$")
+DEFAULT_LOCK = "/opt/pytorch-cuda-images/requirements.txt"  # where the Dockerfiles COPY the cell's lock
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the earliest time a zip file can hold
 
 
@@ -134,6 +135,10 @@ def install(pins: Sequence[Pin], *, python: str = sys.executable) -> int:
         command += ["--no-compile", "--disable-pip-version-check", "--progress-bar", "off"]
         if os.environ.get("PIP_BUILD_INDEX_URL"):
             command += ["--index-url", os.environ["PIP_BUILD_INDEX_URL"]]
+        if os.environ.get("TORCH_INDEX_URL"):  # torch-family wheels; a file not in the lock still fails
+            command += ["--extra-index-url", os.environ["TORCH_INDEX_URL"]]
+        if os.environ.get("TORCH_FIND_LINKS"):
+            command += ["--find-links", os.environ["TORCH_FIND_LINKS"]]
         command += ["-r", requirements]
         print(
             f"install_lock: {len(pins)} pinned distributions: " + " ".join(p.name for p in pins), flush=True
@@ -163,7 +168,7 @@ def settle(root: str, since: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Install exactly a hash lock (pip, hashes required).")
-    parser.add_argument("--lock", required=True, help="a hash lock (uv pip compile --generate-hashes output)")
+    parser.add_argument("--lock", default=DEFAULT_LOCK, help="a hash lock (uv pip compile --generate-hashes)")
     parser.add_argument("--only", nargs="*", default=[], help="only the pins whose name matches a glob")
     args = parser.parse_args(argv)
     started = time.time()

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder.build.cell_lock import stage_roots
 from builder.build.engine import context_tar
 from builder.build.render import (
     CA_FILE,
     DEV_SETUP_PATH,
     ENTRYPOINT_PATH,
+    INSTALLER_PATH,
     SHIPPED_TEMPLATES,
     SUITE_PATH,
     ContextPaths,
@@ -36,6 +38,7 @@ from builder.build.render import (
 from builder.errors import ConfigError
 from builder.model import matrix
 from builder.model.cell import Cell
+from builder.model.naming import requirements_path
 from tests.conftest import REPO, unavailable
 from tests.unit.conftest import InProcessCli
 
@@ -98,7 +101,9 @@ def test_cpu_cell_pins_the_cpu_wheel_from_the_pytorch_cpu_index(
     rendered: dict[str, dict[str, bytes]],
 ) -> None:
     text = dockerfile(rendered, "2.13-cpu-debian12")
-    assert '"torch==2.13.0+cpu"' in text
+    # the torch stage installs the cell's hash lock, which pins the +cpu wheel
+    assert f"COPY {requirements_path('2.13-cpu-debian12')} /opt/pytorch-cuda-images/requirements.txt" in text
+    assert "torch==2.13.0+cpu \\\n" in (REPO / requirements_path("2.13-cpu-debian12")).read_text()
     assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cpu"]
     assert "FROM ${BASE_REGISTRY}/library/debian:12${BASE_DIGEST} AS base" in text
     assert "torchvision" not in text
@@ -110,12 +115,14 @@ def test_cpu_cell_pins_the_cpu_wheel_from_the_pytorch_cpu_index(
 
 
 def test_pypi_cuda_cell_pins_the_plain_wheel_with_an_empty_index(
-    rendered: dict[str, dict[str, bytes]],
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
 ) -> None:
     """torch 2.14's PyPI wheel is its CUDA 13.0 build: no local label, no PyTorch index."""
     for tag in ("2.14-cuda13.0-debian12", "2.14-cuda13.0-debian12-full"):
         text = dockerfile(rendered, tag)
-        assert '"torch==2.14.1"' in text
+        assert "torch==2.14.1" in stage_roots(default_matrix.cell(tag))["torch"]
+        assert "torch==2.14.1 \\\n" in (REPO / requirements_path(tag)).read_text()
+        assert "+cu130" not in (REPO / requirements_path(tag)).read_text()
         assert "+cu130" not in text
         assert set(arg_default(text, "TORCH_INDEX_URL")) == {""}
         assert "download.pytorch.org" not in text
@@ -126,13 +133,19 @@ def test_pypi_cuda_cell_pins_the_plain_wheel_with_an_empty_index(
     assert cell_json["immutable_tag"] == "2.14.1-cuda13.0.3-cudnn9-debian12"
 
 
-def test_pytorch_index_cuda_cells_pin_the_local_label(rendered: dict[str, dict[str, bytes]]) -> None:
+def test_pytorch_index_cuda_cells_pin_the_local_label(
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
+) -> None:
     text = dockerfile(rendered, "2.15-cuda13.0-ubuntu26.04")
-    assert '"torch==2.15.0+cu130"' in text  # 2.15's PyPI wheel is CUDA 13.2; 13.0 comes from the cu130 index
+    # 2.15's PyPI wheel is CUDA 13.2; 13.0 comes from the cu130 index
+    assert "torch==2.15.0+cu130" in stage_roots(default_matrix.cell("2.15-cuda13.0-ubuntu26.04"))["torch"]
     assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cu130"]
     full = dockerfile(rendered, "2.7-cuda11.8-ubuntu22.04-full")
-    for pin in ('"torch==2.7.1+cu118"', '"torchvision==0.22.1+cu118"', '"torchaudio==2.7.1+cu118"'):
-        assert pin in stage(full, "devtools")
+    roots = stage_roots(default_matrix.cell("2.7-cuda11.8-ubuntu22.04-full"))
+    assert "torch==2.7.1+cu118" in roots["torch"]
+    for pin in ("torchvision==0.22.1+cu118", "torchaudio==2.7.1+cu118"):
+        assert pin in roots["devtools"]
+    assert f"COPY {requirements_path('2.7-cuda11.8-ubuntu22.04-full')} " in stage(full, "devtools")
     assert set(arg_default(full, "TORCH_INDEX_URL")) == {"https://download.pytorch.org/whl/cu118"}
 
 
@@ -207,7 +220,6 @@ def test_full_cells_carry_the_development_environment(
 ) -> None:
     pieces = (
         "build-essential git curl less openssh-server procps python3-dev tini vim-tiny",
-        "jupyterlab matplotlib ninja numpy pandas",
         f"COPY {DEV_SETUP_PATH} /tmp/dev-setup.sh\nRUN sh /tmp/dev-setup.sh && rm /tmp/dev-setup.sh\n",
         "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
         "WORKDIR /workspace\nEXPOSE 8888 22\n",
@@ -218,9 +230,12 @@ def test_full_cells_carry_the_development_environment(
         for piece in pieces:
             if cell.variant == "full":
                 assert piece in stage(text, "devtools"), (cell.tag, piece)
-                assert f'"{cell.pinned("torchvision", cell.torchvision_version)}"' in stage(text, "devtools")
+                roots = stage_roots(cell)["devtools"]
+                assert cell.pinned("torchvision", cell.torchvision_version) in roots
+                assert {"jupyterlab", "matplotlib", "ninja", "pandas"} <= set(roots)
             else:
                 assert piece not in text, (cell.tag, piece)
+                assert stage_roots(cell)["devtools"] == []
         assert instructions(stage(text, "torch"))[-1] == 'CMD ["python"]'
 
 
@@ -256,9 +271,8 @@ def test_full_cuda_cells_set_cuda_home_and_arch_list(rendered: dict[str, dict[st
 def test_toolkit_wheels_only_where_the_dev_base_is_wheels(
     default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
 ) -> None:
-    assert '"cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3.0"' in dockerfile(
-        rendered, "2.14-cuda13.0-debian12-full"
-    )
+    full = default_matrix.cell("2.14-cuda13.0-debian12-full")
+    assert "cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==13.0.3.0" in stage_roots(full)["devtools"]
     seen = {"wheels": 0, "nvidia": 0, None: 0}
     for cell in default_matrix.cells:
         text = dockerfile(rendered, cell.tag)
@@ -266,13 +280,13 @@ def test_toolkit_wheels_only_where_the_dev_base_is_wheels(
         if cell.cuda_dev_base == "wheels":
             assert cell.cuda_toolkit is not None and cell.cuda_toolkit.requirement is not None
             assert cell.cuda_toolkit.requirement.startswith("cuda-toolkit[nvcc,cudart,cccl,crt,nvvm]==")
-            assert f'"{cell.cuda_toolkit.requirement}"' in stage(text, "devtools")
+            assert cell.cuda_toolkit.requirement in stage_roots(cell)["devtools"]
             assert f"ENV CUDA_HOME={cell.cuda_toolkit.home}\n" in stage(text, "devtools")
-            assert text.count("cuda-toolkit[") == 1
+            assert sum(r.startswith("cuda-toolkit[") for r in stage_roots(cell)["devtools"]) == 1
             assert f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}} AS base" in text
             assert not cell.base_image.startswith("nvidia/")
         else:
-            assert "cuda-toolkit[" not in text, cell.tag
+            assert not [r for rs in stage_roots(cell).values() for r in rs if r.startswith("cuda-toolkit")]
     assert seen["wheels"] >= 2 and seen["nvidia"] >= 2
 
 
@@ -340,7 +354,7 @@ def test_every_mirror_is_a_build_arg(rendered: dict[str, dict[str, bytes]]) -> N
         assert arg_default(text, "CONDA_CHANNEL") == ["https://conda.anaconda.org"]
         assert set(arg_default(text, "TORCH_FIND_LINKS")) == {""}
         assert "index-url = ${PIP_INDEX_URL}" in text and "channel_alias: ${CONDA_CHANNEL}" in text
-        assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in stage(text, "torch")
+        assert "RUN python -B /opt/pytorch-cuda-images/install_lock.py\n" in stage(text, "torch")
         assert "tuna" not in text and "aliyun" not in text and "127.0.0.1" not in text, tag
 
 
@@ -372,7 +386,8 @@ def test_build_context_holds_exactly_what_the_dockerfile_copies(
     """The tool's context and `docker build -f images/<tag>/Dockerfile .` from the root see the same paths."""
     for cell in default_matrix.cells:
         paths = ContextPaths(cell.tag)
-        context = renderer.context(cell)
+        locks = {paths.torch_lock: b"", paths.lock: b""}
+        context = renderer.context(cell, locks=locks)
         sources = copy_sources(dockerfile(rendered, cell.tag))
         assert set(context) == {paths.dockerfile, CA_FILE, *(s for s in sources if s != "certs/")}, cell.tag
         assert "certs/" in sources
@@ -435,7 +450,15 @@ def test_root_dockerignore_lets_in_only_what_the_dockerfiles_copy(
         for files in rendered.values()
         for source in copy_sources(files["Dockerfile"].decode())
     }
-    assert copied == {"images/*/cell.json", SUITE_PATH, ENTRYPOINT_PATH, DEV_SETUP_PATH, "certs/"}
+    assert copied == {
+        "images/*/cell.json",
+        "images/*/requirements.linux-amd64.txt",
+        SUITE_PATH,
+        ENTRYPOINT_PATH,
+        DEV_SETUP_PATH,
+        INSTALLER_PATH,
+        "certs/",
+    }
     assert set(lines[1:]) == {f"!{source}" for source in copied}
 
 
@@ -696,10 +719,10 @@ def test_undefined_variable_in_a_partial_names_the_partial(
 ) -> None:
     path = templates / "partials" / "torch.j2"
     text = path.read_text()
-    assert 'cell.torch_version) }}" numpy' in text
-    path.write_text(text.replace('cell.torch_version) }}" numpy', 'cell.torch_verison) }}" numpy'))
+    assert "{% if cell.is_cuda %}" in text
+    path.write_text(text.replace("{% if cell.is_cuda %}", "{% if cell.is_cdua %}"))
     line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
-    assert "torch_verison" in line
+    assert "is_cdua" in line
     assert "partials/torch.j2" in line, f"the error names the wrong template: {line}"
 
 
@@ -756,16 +779,15 @@ def test_customization_goes_into_the_selected_cells_only(
         text = renderer.files(cell)["Dockerfile"].decode()
         if cell in selected:
             last = stage(text, "devtools" if cell.variant == "full" else "torch")
-            assert (
-                'RUN pip install --no-cache-dir ${PIP_BUILD_INDEX_URL:+--index-url "$PIP_BUILD_INDEX_URL"}'
-                ' "lightning==2.5.0" "einops"\n' in last
-            ), cell.tag
+            # team pip additions are roots of the cell's hash lock, in its last stage
+            last_stage = "devtools" if cell.variant == "full" else "torch"
+            assert stage_roots(cell)[last_stage][-2:] == ["lightning==2.5.0", "einops"], cell.tag
             assert "apt-get install -y --no-install-recommends graphviz libgl1 \\\n" in last, cell.tag
             assert 'LABEL com.example.team="vision"\nRUN echo team-snippet > /etc/team\n' in last, cell.tag
-            for marker in ("lightning", "graphviz", "team-snippet"):
+            for marker in ("graphviz", "team-snippet"):
                 assert text.count(marker) == 1, (cell.tag, marker)
             # the additions come after torch is installed
-            assert last.index('"torch==2.13.0+cpu"') < last.index("team additions")
+            assert last.index("install_lock.py\n") < last.index("team additions")
             path = tmp_path / cell.tag / "Dockerfile"
             path.parent.mkdir()
             path.write_text(text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ from builder.build import wheel_cache
 from builder.build.pipeline import cell_content_hash
 from builder.errors import ConfigError
 from builder.model import matrix, profiles
-from tests.conftest import in_ci
+from tests.conftest import REPO, in_ci
 
 PYPI = "https://pypi.org/simple"
 DEAD_UPSTREAM = "http://127.0.0.1:9/simple"  # nothing listens on the discard port
@@ -71,9 +70,15 @@ def test_rendered_pip_steps_take_the_build_index(default_matrix: matrix.Matrix) 
 
     files = Renderer(SHIPPED_TEMPLATES).files(default_matrix.cell("2.14-cuda13.0-debian12-full"))
     text = files["Dockerfile"].decode()
-    pip_steps = re.findall(r"pip install --no-cache-dir[^\n]*", text)
-    assert len(pip_steps) == 3, pip_steps  # base (pip itself), slim, full
-    assert all('${PIP_BUILD_INDEX_URL:+--index-url "$PIP_BUILD_INDEX_URL"}' in step for step in pip_steps)
+    # every pip step is the lock installer, in a stage that declares the build-time index; it hands
+    # PIP_BUILD_INDEX_URL to pip as --index-url
+    stages = text.split("\nFROM ")
+    installing = [s for s in stages if "RUN python -B /opt/pytorch-cuda-images/install_lock.py" in s]
+    assert len(installing) == 2, installing  # torch (slim), devtools (full)
+    assert all("ARG PIP_BUILD_INDEX_URL=\n" in s for s in installing)
+    assert "pip install" not in text
+    installer = (REPO / "builder/resources/install_lock.py").read_text()
+    assert 'command += ["--index-url", os.environ["PIP_BUILD_INDEX_URL"]]' in installer
     assert '"index-url = ${PIP_INDEX_URL}"' in text  # /etc/pip.conf never names the build-time cache
 
 
