@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -108,14 +109,14 @@ def installed() -> dict[str, str]:
 def mismatch_line(output: str) -> str | None:
     """pip's hash-mismatch report (several lines) as one line naming the package and both hashes."""
     match = re.search(
-        r"^\s+(?P<req>\S+==\S+) from (?P<url>\S+?):?\n\s+Expected sha256 (?P<want>[0-9a-f]+)"
-        r"(?:\n\s+or sha256 [0-9a-f]+)*\n\s+Got\s+(?P<got>[0-9a-f]+)",
+        r"^\s+(?P<req>\S+==\S+) from (?P<url>\S+)[^\n]*\n\s+Expected sha256 (?P<want>[0-9a-f]+)"
+        r"(?:\n\s+Expected\s+or [0-9a-f]+)*\n\s+Got\s+(?P<got>[0-9a-f]+)",
         output,
         re.MULTILINE,
     )
     if not match:
         return None
-    filename = match["url"].rsplit("/", 1)[-1].split("#", 1)[0]
+    filename = urllib.parse.unquote(match["url"].split("#", 1)[0].rsplit("/", 1)[-1])
     return (
         f"ERROR: hash mismatch: {match['req']}: expected sha256:{match['want']} "
         f"got sha256:{match['got']} ({filename})"

@@ -79,3 +79,18 @@ def test_summary_quotes_the_tool_and_keeps_step_and_exit_code() -> None:
     assert failure_summary("", "", []) == "build failed at the start: no image produced"
     long_step = "Step 1/2 : RUN " + "x" * 200
     assert len(failure_summary(long_step, "", ["ERROR: boom"]).split(": ", 1)[1]) < 130
+
+
+def test_a_hash_mismatch_is_the_lock_installers_one_line() -> None:
+    """install_lock.py prints one `ERROR: hash mismatch: ...` line after pip's report; nightly quotes it."""
+    mismatch = (
+        f"ERROR: hash mismatch: torch==2.13.0: expected sha256:{'a' * 64} got sha256:{'c' * 64} (t.whl)"
+    )
+    output = [
+        "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated ...",
+        "    torch==2.13.0 from http://127.0.0.1:8080/packages/t.whl (from -r r.txt (line 1)):",
+        f"        Expected sha256 {'a' * 64}",
+        f"             Got        {'c' * 64}",
+        mismatch,
+    ]
+    assert tool_error(output) == mismatch.removeprefix("ERROR: ")

@@ -115,9 +115,10 @@ def test_lock_check_exits_2_with_one_line_on_a_stale_lock(tmp_path: Path, cli) -
 def test_pip_hash_mismatch_report_becomes_one_line() -> None:
     pip_output = (
         "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated ...\n"
-        "    torch==2.13.0 from http://127.0.0.1:8080/packages/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl:\n"
+        "    torch==2.13.0 from http://127.0.0.1:8080/packages/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28"
+        f"_x86_64.whl#sha256={'c' * 64} (from -r /tmp/lock-x/requirements.txt (line 1)):\n"
         f"        Expected sha256 {'a' * 64}\n"
-        f"             or sha256 {'b' * 64}\n"
+        f"        Expected     or {'b' * 64}\n"
         f"             Got        {'c' * 64}\n"
     )
     assert install_lock.mismatch_line(pip_output) == (
