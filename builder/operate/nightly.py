@@ -134,7 +134,7 @@ def triage(
     *,
     renderer: Renderer,
     profile: ResolvedProfile,
-    lock_data: dict[str, Any] | None,
+    lock_data: dict[str, Any],
     resolve_digest: Callable[[str], str | None],
     is_done: Callable[[Planned], bool],
     publisher: Publisher | None,

@@ -89,7 +89,10 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
-    """A copy of matrix.yaml and templates/ that a test may edit."""
+    """A copy of matrix.yaml, its locks (matrix.lock, images/ with each cell's hash lock) and templates/
+    that a test may edit."""
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copy(REPO / "matrix.lock", tmp_path / "matrix.lock")
+    shutil.copytree(REPO / "images", tmp_path / "images")
     shutil.copytree(SHIPPED_TEMPLATES, tmp_path / "templates")
     return tmp_path

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from builder.model import matrix, profiles
+from builder.model.naming import requirements_path
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
 
@@ -129,6 +130,10 @@ def test_a_matrix_outside_the_checkout_builds_from_any_directory(
     project.mkdir()
     elsewhere.mkdir()
     shutil.copy(REPO / "matrix.yaml", project / "matrix.yaml")
+    # the team's repository holds its locks next to its matrix (what `lock --update` writes there)
+    shutil.copy(REPO / "matrix.lock", project / "matrix.lock")
+    (project / requirements_path(CPU_TAG)).parent.mkdir(parents=True)
+    shutil.copy(REPO / requirements_path(CPU_TAG), project / requirements_path(CPU_TAG))
     layers = engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"]
     result = Cli(env=local_env, cwd=elsewhere)("build", CPU_TAG, "--matrix", str(project / "matrix.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -240,10 +245,20 @@ def test_failed_smoke_test_tags_nothing(cpu_build, project_copy: Path, local_env
 
 
 def test_missing_base_image_names_the_reference(cli: Cli, local_env: dict[str, str]) -> None:
-    result = cli("build", "2.13-cpu-ubuntu24.04")
+    result = cli("build", "2.14-cuda13.0-ubuntu24.04")  # hash-locked (torch from PyPI), base not mirrored
     assert result.returncode == 1
     assert f"{local_env['SANDBOX_REGISTRY']}/library/ubuntu:24.04" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_cell_without_a_hash_lock_is_refused_never_built_unlocked(cli: Cli, engine) -> None:  # type: ignore[no-untyped-def]
+    tag = "2.13-cpu-ubuntu24.04"  # its torch is only on download.pytorch.org, which cannot be reached here
+    result = cli("build", tag)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no hash lock" in errors[0] and "never built unlocked" in errors[0], errors
+    assert "download.pytorch.org" in errors[0]
+    assert image_id(engine, f"pytorch-cuda-images:{tag}") is None
 
 
 def test_unreachable_mirror_names_url_and_profile(cli: Cli) -> None:

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from builder.build import gate, pipeline
+from builder.build import cell_lock, gate, lock, pipeline
 from builder.build.engine import Engine
 from builder.build.render import SHIPPED_TEMPLATES, Renderer
 from builder.model import matrix, profiles
@@ -108,14 +108,20 @@ def build_cpu_full(engine: Engine, sandbox_info: SandboxInfo, workdir: Path) -> 
     with sandbox_environment(sandbox_info):
         m = matrix.load(workdir / "matrix.yaml")
         cell = m.cell(CPU_TAG)
+        profile = profiles.resolve(m, "local")
+        # its own wheel index changes its hash lock's input: lock it (and its slim sibling) here
+        unlocked: dict[str, dict[str, str]] = {}
+        locked = cell_lock.update([m.cell(cell_lock.slim_tag(cell)), cell], profile, workdir, unlocked)
+        assert not locked.refused, [r.refused for r in locked.refused]
         built = pipeline.build_cell(
             engine,
             Renderer(workdir / "templates"),
             cell,
-            profiles.resolve(m, "local"),
+            profile,
             out=workdir / "images",
             output=Output(),
             run_smoke=False,
+            lock_data=lock.read(workdir / "matrix.lock"),
         )
     report = gate.run(engine, built.image_id)
     failed = {c["name"] for c in report.failures()}

@@ -71,7 +71,9 @@ def _wheel(version_text: str) -> bytes:
         files = {
             "tinypkg/__init__.py": f"VALUE = {version_text!r}\n",
             "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
-            "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            "tinypkg-1.0.dist-info/WHEEL": (
+                "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            ),
         }
         record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
         for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
