@@ -1,6 +1,6 @@
 # A thin front door over `python -m builder`. `make` alone prints this help.
 #   make quickstart                  set up the sandbox, then build, smoke-test and tag 2.13-cpu-debian12
-#   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1] [WHEEL_CACHE=dir]
+#   make build TAG=2.9-cuda12.8-ubuntu22.04 [MIRROR=tuna] [PUSH=1] [WHEEL_CACHE=dir] [PLATFORM=linux/arm64]
 #   make push TAG=2.9-cuda12.8-ubuntu22.04 [REGISTRY=harbor.example.com/ml]
 #   make render | make test | make lint | make sandbox | make sandbox-down
 SHELL := /bin/bash
@@ -41,7 +41,7 @@ check-render: $(PY) ## Fail when images/ is stale
 build: $(PY) ## Resolve, render, build, smoke-test and tag TAG (MIRROR=profile, PUSH=1 to push)
 	@test -n "$(TAG)" || { echo "usage: make build TAG=2.9-cuda12.8-ubuntu22.04" >&2; exit 2; }
 	@if [ "$(MIRROR)" = local ]; then set -a; source $(SANDBOX_DIR)/profile.env; set +a; fi; \
-	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push) $(if $(REQUIRE_GPU),--require-gpu) \
+	  $(PY) -m builder build $(TAG) $(if $(PUSH),--push) $(if $(REQUIRE_GPU),--require-gpu) $(if $(PLATFORM),--platform $(PLATFORM)) \
 	    $(if $(WHEEL_CACHE),--wheel-cache $(WHEEL_CACHE))
 
 push: $(PY) ## Push the built TAG: immutable tag, digest verified, then floating tags (REGISTRY=host/project)

@@ -210,13 +210,20 @@ def build(
     as_json: JsonOption = False,
     wheel_cache: WheelCacheOption = None,
     wheel_cache_offline: WheelCacheOfflineOption = False,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--platform",
+            help="Build this platform (repeatable; default: each of the cell's platforms this engine runs).",
+        ),
+    ] = None,
 ) -> None:
     """Resolve and render TAG, then build it, run its smoke tests and tag it (--push: and push it)."""
     from builder.build import pipeline, render
 
     out = Output(json_mode=as_json)
     m = matrix_mod.load(matrix)
-    built = pipeline.build(
+    builds = pipeline.build(
         m,
         tag,
         mirror=mirror,
@@ -227,18 +234,27 @@ def build(
         nocache=no_cache,
         wheel_cache=wheel_cache,
         wheel_cache_offline=wheel_cache_offline,
+        platforms=platform,
     )
-    tag = built.cell.tag
-    size_gb = built.size_bytes / 1e9
-    out.result(
-        f"{tag}: tagged {', '.join(built.tags)} ({size_gb:.2f} GB, built in {built.build_seconds:.0f} s)"
-    )
+    built = builds[0]
+    cell = built.cell
+    for one in builds:
+        size_gb = one.size_bytes / 1e9
+        where = f" for {one.platform}" if one.platform else ""
+        seconds = one.build_seconds
+        out.result(
+            f"{cell.tag}: tagged {', '.join(one.tags)}{where} ({size_gb:.2f} GB, built in {seconds:.0f} s)"
+        )
     out.result(f"run it: {pipeline.run_hint(built)}")
-    pushed = _push(m, [built.cell], out, registry=registry) if push else []
+    pushed: list[str] = []
+    if push and len(cell.platforms) > 1:
+        pushed = _push_platforms(m, cell, [one.platform for one in builds], out, registry=registry)
+    elif push:
+        pushed = _push(m, [cell], out, registry=registry)
     if as_json:
         out.document(
             {
-                "tag": tag,
+                "tag": cell.tag,
                 "tags": built.tags,
                 "image_id": built.image_id,
                 "content_hash": built.content_hash,
@@ -246,8 +262,66 @@ def build(
                 "build_s": round(built.build_seconds, 3),
                 "smoke": built.smoke.raw if built.smoke else None,
                 "pushed": pushed,
+                "platforms": [
+                    {
+                        "platform": one.platform or cell.platforms[0],
+                        "tags": one.tags,
+                        "image_id": one.image_id,
+                        "content_hash": one.content_hash,
+                        "size_bytes": one.size_bytes,
+                        "build_s": round(one.build_seconds, 3),
+                    }
+                    for one in builds
+                ],
             }
         )
+
+
+def _push_platforms(
+    m: matrix_mod.Matrix, cell: Cell, platforms: list[str], out: Output, *, registry: str | None
+) -> list[str]:
+    """Push a multi-platform cell's built platforms by digest, and its index once every platform is there."""
+    from builder.build.engine import Engine
+    from builder.publish import push
+
+    publisher = push.Publisher.resolve(m.spec.registry.target, registry)
+    lines = [
+        f"{cell.tag}: {line}" for line in publisher.push_platforms(Engine.connect(), cell, platforms, out)
+    ]
+    for line in lines:
+        out.result(line)
+    return lines
+
+
+@app.command()
+def merge(
+    tags: Annotated[
+        list[str] | None, typer.Argument(help="Tags or globs (default: every multi-platform cell).")
+    ] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+    registry: RegistryOption = None,
+) -> None:
+    """Put each multi-platform cell's OCI image index (every platform's image, pushed by `build --platform
+    P --push`) under its immutable and floating tags, digests verified; a cell missing a platform keeps
+    both tags where they were (exit 1). Single-platform cells are left to `push`."""
+    from builder.errors import RegistryError
+    from builder.publish import push
+
+    out = Output()
+    m = matrix_mod.load(matrix)
+    publisher = push.Publisher.resolve(m.spec.registry.target, registry)
+    failed = []
+    for cell in [c for c in m.select_or_all(tags) if len(c.platforms) > 1]:
+        try:
+            lines = publisher.merge(cell, out)
+        except RegistryError as exc:
+            out.error(str(exc))
+            failed.append(cell.tag)
+            continue
+        for line in lines:
+            out.result(f"{cell.tag}: {line}")
+    if failed:
+        raise RegistryError(f"no index for {len(failed)} cell(s): {', '.join(failed)}")
 
 
 def _push(

@@ -610,27 +610,29 @@ def _image_exists(image: str) -> bool:
 
 
 def _push_base(state_dir: Path, base: DebianBase, reference: str, apt: _Apt, notes: list[str]) -> None:
-    """Import the rootfs as `reference` (for the base's platform) and push it."""
+    """Make the rootfs an image `reference` for the base's platform and push it. A foreign CPU's image is
+    built `FROM scratch` with `--platform` (`docker import --platform` leaves the engine's own CPU in the
+    image config on Docker 20.10, and a build for that platform then refuses it)."""
     log_file = _logs(state_dir) / "docker.log"
     tarball = _rootfs_tarball(state_dir, base, apt, notes)
-    with tarball.open("rb") as tar:
-        _run(
-            [
-                "docker",
-                "import",
-                "--platform",
-                base.platform,
-                "--change",
-                'CMD ["bash"]',
-                "--change",
-                f"ENV PATH={BASE_PATH}",
-                "-",
-                reference,
-            ],
-            log_file,
-            stdin=tar,
-            timeout=600,
-        )
+    changes = ['CMD ["bash"]', f"ENV PATH={BASE_PATH}"]
+    if base.arch == NATIVE_ARCH:
+        with tarball.open("rb") as tar:
+            cmd = ["docker", "import", *(a for c in changes for a in ("--change", c)), "-", reference]
+            _run(cmd, log_file, stdin=tar, timeout=600)
+    else:
+        context = state_dir / "cache" / f"context-{base.version}-{base.arch}"
+        shutil.rmtree(context, ignore_errors=True)
+        context.mkdir(parents=True)
+        try:
+            os.link(tarball, context / "rootfs.tar")
+            (context / "Dockerfile").write_text(
+                "FROM scratch\nADD rootfs.tar /\n" + "".join(f"{c}\n" for c in changes)
+            )
+            cmd = ["docker", "build", "--platform", base.platform, "--tag", reference, str(context)]
+            _run(cmd, log_file, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=600)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
     _run(["docker", "push", reference], log_file, timeout=600)
     notes.append(f"pushed {reference}")
 
@@ -657,7 +659,9 @@ def _ensure_base(
                 _push_base(state_dir, base, f"{reference}-{platforms.tag_suffix(base.platform)}", apt, notes)
             children.append((base.platform, child_tag))
         http = RegistryHttp(info.registry, None, insecure=True)
-        if set(index.platforms_of(http, BASE_REPOSITORY, tag)) >= {b.platform for b in bases}:
+        current = {platform: http.manifest(BASE_REPOSITORY, child) for platform, child in children}
+        listed = index.platforms_of(http, BASE_REPOSITORY, tag)
+        if all(found is not None and listed.get(p) == found[0] for p, found in current.items()):
             notes.append(f"registry has {tag} for {', '.join(b.platform for b in bases)}")
             return
         try:

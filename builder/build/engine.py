@@ -36,6 +36,7 @@ from builder.errors import (
     RegistryError,
     StoppedError,
 )
+from builder.model import platforms
 from builder.model.naming import ROLE_LABEL, parse_reference
 from builder.model.secrets import auth_secrets, redact
 
@@ -204,8 +205,13 @@ class Engine:
         return gpu_request_kinds(info, specs, local and Path("/dev/nvidiactl").exists())
 
     # --- images ---------------------------------------------------------------------------------
-    def pull(self, reference: str) -> str:
-        """Pull `reference` (`name:tag` or `name:tag@sha256:...`); returns its digest `sha256:...`.
+    def native_platform(self) -> str:
+        """The engine's own platform (`linux/amd64` on an x86_64 engine)."""
+        return platforms.native_platform(str(self.client.info().get("Architecture", "")))
+
+    def pull(self, reference: str, *, platform: str | None = None) -> str:
+        """Pull `reference` (`name:tag` or `name:tag@sha256:...`), for `platform` when given (an image
+        index); returns its digest `sha256:...`.
 
         A miss names the exact reference that was tried.
         """
@@ -213,7 +219,7 @@ class Engine:
         ref = parse_reference(reference)
         repository, digest = ref.name, ref.digest
         try:
-            image = self.client.images.pull(repository, tag=digest or ref.tag or "latest")
+            image = self.client.images.pull(repository, tag=digest or ref.tag or "latest", platform=platform)
         except docker.errors.NotFound:
             raise MirrorError(f"base image {reference} not found in the registry mirror") from None
         except docker.errors.APIError as exc:
@@ -272,9 +278,10 @@ class Engine:
         log_path: Path,
         on_step: Callable[[int, int, str], None] | None = None,
         nocache: bool = False,
+        platform: str | None = None,
     ) -> BuildResult:
-        """Build an untagged image from in-memory files (`dockerfile`: its path among them); BuildFailedError
-        names the step and the log tail."""
+        """Build an untagged image from in-memory files (`dockerfile`: its path among them), for `platform`
+        when given (another CPU runs under QEMU); BuildFailedError names the step and the log tail."""
         self._check()
         started = time.perf_counter()
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +306,7 @@ class Engine:
                         pull=False,
                         nocache=nocache,
                         decode=True,
+                        platform=platform,
                     )
                 )
                 with self._stoppable(stream.close):

@@ -13,6 +13,7 @@ from builder.build.engine import CDI_ALL_GPUS, Engine, GpuRequest, RunResult
 from builder.errors import ConfigError, ContainerStartError, EngineUnavailableError, SmokeFailedError
 from builder.model.cell import Cell
 from builder.model.naming import TAG_RE, local_references
+from builder.model.platforms import arch, binfmt_path, emulation_available, enable_hint
 from builder.resources import smoke_suite
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
@@ -226,6 +227,16 @@ def _report(result: RunResult, image: str, timeout: float, gpu: GpuRequest | Non
     )
 
 
+def gate_machine(report: SmokeReport, machine: str) -> None:
+    """Raise SmokeFailedError unless the suite ran on `machine` (`uname -m`: aarch64 for linux/arm64),
+    as its python check reports: an image for one platform must not have been built for another."""
+    details = [str(c.get("detail", "")) for c in report.raw.get("checks", []) if c.get("name") == "python"]
+    if not any(detail.endswith(f"({machine})") for detail in details):
+        raise SmokeFailedError(
+            f"the smoke suite did not run on {machine}: python check says {details or 'nothing'}"
+        )
+
+
 def gate(report: SmokeReport) -> None:
     """Raise SmokeFailedError naming every failed check: such an image is never tagged."""
     if not report.passed:
@@ -278,10 +289,32 @@ def doctor(cell: Cell | None, cells: Sequence[Cell] = (), driver: str | None = N
         else:
             detail = "no NVIDIA runtime, hook or CDI spec: containers see no GPU"
             checks.append(HostCheck("gpu requests", "skipped", detail))
+    if engine is not None:
+        checks.extend(platform_checks(cell, cells, engine.native_platform()))
     found = driver or smoke_suite.read_driver_version()
     checks.append(driver_check(cell, found, simulated=driver is not None))
     if cell is None and found is not None:
         checks.extend(driver_overview(cells, found))
+    return checks
+
+
+def platform_checks(cell: Cell | None, cells: Sequence[Cell], native: str) -> list[HostCheck]:
+    """Whether this engine runs each platform the cell (or, without one, the matrix) is built for: its
+    own, or another under QEMU (binfmt); how to enable that when it cannot (a warning: CI builds each
+    platform on a native runner)."""
+    wanted = list(dict.fromkeys(p for c in ([cell] if cell else cells) for p in c.platforms)) or [native]
+    checks = []
+    for platform in wanted:
+        if platform == native:
+            checks.append(HostCheck(f"platform {platform}", "pass", "the engine's own"))
+        elif emulation_available(platform, native):
+            detail = (
+                f"runs under QEMU (binfmt handler {binfmt_path(arch(platform))} enabled): builds are slow"
+            )
+            checks.append(HostCheck(f"platform {platform}", "pass", detail))
+        else:
+            detail = f"this {native} engine cannot run it; {enable_hint(platform)}"
+            checks.append(HostCheck(f"platform {platform}", "warn", detail, blocking=False))
     return checks
 
 

@@ -19,11 +19,12 @@ from builder.build.render import (
     templates_for,
     write,
 )
-from builder.errors import MirrorError
-from builder.model import profiles
+from builder.errors import ConfigError, MirrorError
+from builder.model import compat, profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
 from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references
+from builder.model.platforms import PLATFORMS, WHEEL_MACHINE, emulation_available, enable_hint, tag_suffix
 from builder.model.profiles import ResolvedProfile
 from builder.output import Output
 
@@ -39,6 +40,7 @@ class BuiltCell:
     build_seconds: float
     smoke: gate.SmokeReport | None
     size_bytes: int
+    platform: str = ""  # set for a multi-platform cell (or a platform other than the cell's first)
 
 
 def build_context(
@@ -101,14 +103,21 @@ def build_cell(
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
     lock_data: dict[str, Any],
+    platform: str | None = None,
 ) -> BuiltCell:
-    """Build one cell; tags are created only after the smoke suite passed.
+    """Build one cell (for one of its platforms: another CPU than the engine's runs under QEMU); tags
+    are created only after the smoke suite passed.
 
     The rendered files go to `out/<tag>/`; the run's output (build.log, smoke-result.json) to `run_dir`
-    (default: next to them).
+    (default: next to them; `<platform>/` below it for a platform other than the cell's first).
     """
     write(out, cell.tag, renderer.files(cell))
     run_dir = run_dir if run_dir is not None else out / cell.tag
+    other = platform is not None and platform != cell.platforms[0]
+    if platform is not None and other:
+        run_dir = run_dir / tag_suffix(platform)
+    engine_platform = platform if platform is not None and platform != engine.native_platform() else None
+    name = f"{cell.tag} ({platform})" if platform is not None and len(cell.platforms) > 1 else cell.tag
     context = build_context(renderer, cell, profile, lock_data)
     build_args = profile.build_args(cell)
     base_ref = profile.base_image(cell)
@@ -117,13 +126,16 @@ def build_cell(
         raise MirrorError(problems[0], lines=problems)
     locked = lock.pinned_digest(lock_data, profile.name, profile.lock_bases, base_ref)
     pinned = f"{base_ref}@{locked}" if locked else base_ref
-    with output.step(f"{cell.tag}: pulling base {pinned} (profile {profile.name})"):
-        base_digest = engine.pull(pinned)
+    with output.step(f"{name}: pulling base {pinned} (profile {profile.name})"):
+        base_digest = engine.pull(pinned, platform=platform if len(cell.platforms) > 1 else None)
     if locked:
         build_args["BASE_DIGEST"] = f"@{locked}"
     elif profile.lock_bases:
         output.info(f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag")
-    chash = cell_content_hash(context, profile.build_args(cell), base_digest)
+    hashed_args = profile.build_args(cell)
+    if platform is not None and other:
+        hashed_args["PLATFORM"] = platform  # each platform's image has its own content hash
+    chash = cell_content_hash(context, hashed_args, base_digest)
     image_labels = labels(
         cell,
         base_ref=base_ref,
@@ -132,7 +144,7 @@ def build_cell(
         revision=_git_revision(renderer.templates_dir.parent),
     )
     log_path = run_dir / "build.log"
-    with output.step(f"{cell.tag}: building (log: {log_path})"), output.progress(cell.tag) as update:
+    with output.step(f"{name}: building (log: {log_path})"), output.progress(name) as update:
         result = engine.build(
             context,
             dockerfile=ContextPaths(cell.tag).dockerfile,
@@ -142,13 +154,14 @@ def build_cell(
             log_path=log_path,
             on_step=lambda number, total, instruction: update(number - 1, total, instruction),
             nocache=nocache,
+            platform=engine_platform,
         )
-    output.info(f"{cell.tag}: built {result.image_id[:19]} in {result.seconds:.1f} s")
+    output.info(f"{name}: built {result.image_id[:19]} in {result.seconds:.1f} s")
     report = None
     if run_smoke:
         gpus = engine.gpu_requests()
         try:
-            with output.step(f"{cell.tag}: smoke tests"):
+            with output.step(f"{name}: smoke tests"):
                 report = gate.run(
                     engine, result.image_id, require_gpu=require_gpu, gpus=gpus, timeout=smoke_timeout
                 )
@@ -156,11 +169,13 @@ def build_cell(
                     output.info(f"  {line}")
                 (run_dir / "smoke-result.json").write_text(json.dumps(report.raw, indent=2) + "\n")
                 gate.gate(report)
+                if platform is not None:
+                    gate.gate_machine(report, WHEEL_MACHINE[platform])
         except BaseException:
             engine.remove_image(result.image_id)
             raise
-        output.info(f"{cell.tag}: smoke tests passed in {report.seconds:.1f} s")
-    references = local_references(cell)
+        output.info(f"{name}: smoke tests passed in {report.seconds:.1f} s")
+    references = local_references(cell, platform)
     for reference in references:
         engine.tag(result.image_id, reference)
     size = int(engine.image_attrs(result.image_id).get("Size", 0))
@@ -172,6 +187,7 @@ def build_cell(
         build_seconds=result.seconds,
         smoke=report,
         size_bytes=size,
+        platform=platform or "",
     )
 
 
@@ -187,26 +203,71 @@ def build(
     nocache: bool = False,
     wheel_cache: Path | None = None,
     wheel_cache_offline: bool = False,
-) -> BuiltCell:
-    """`build`: resolve TAG and its mirror profile, then build, smoke-test and tag it (with wheel_cache:
-    pip fetches through the caching proxy in that folder)."""
+    platforms: list[str] | None = None,
+) -> list[BuiltCell]:
+    """`build`: resolve TAG and its mirror profile, then build, smoke-test and tag it for each platform
+    (`platforms`, default: every platform of the cell this engine runs; with wheel_cache: pip fetches
+    through the caching proxy in that folder)."""
     cell = m.cell(tag)
     profile = profiles.resolve(m, mirror)
     for warning in cell.warnings:
         output.warning(warning)
+    check_platforms(cell, platforms or [])
+    engine = Engine.connect()
+    chosen = choose_platforms(cell, platforms, engine.native_platform(), output)
     with wheel_cache_mod.serving(wheel_cache, profile, offline=wheel_cache_offline) as build_profile:
-        return build_cell(
-            Engine.connect(),
-            Renderer(templates_for(m.path)),
-            cell,
-            build_profile,
-            lock_data=lock.read(lock.lock_path(m.path)),
-            out=out,
-            output=output,
-            require_gpu=require_gpu,
-            smoke_timeout=smoke_timeout,
-            nocache=nocache,
+        return [
+            build_cell(
+                engine,
+                Renderer(templates_for(m.path)),
+                cell,
+                build_profile,
+                lock_data=lock.read(lock.lock_path(m.path)),
+                out=out,
+                output=output,
+                require_gpu=require_gpu,
+                smoke_timeout=smoke_timeout,
+                nocache=nocache,
+                platform=platform if len(cell.platforms) > 1 or platform != cell.platforms[0] else None,
+            )
+            for platform in chosen
+        ]
+
+
+def check_platforms(cell: Cell, asked: list[str]) -> None:
+    """ConfigError (one line, exit 2) for an unknown platform or one the cell is not built for, with the
+    compat data's reason and what would work when the cell cannot have it."""
+    for platform in asked:
+        if platform not in PLATFORMS:
+            raise ConfigError(f"--platform {platform}: unknown platform; allowed: {', '.join(PLATFORMS)}")
+        if platform not in cell.platforms:
+            reasons, _ = compat.platform_problems(cell.key, platform, compat.Settings(), compat.load())
+            why = reasons[0] if reasons else f"matrix.yaml gives it only {', '.join(cell.platforms)}"
+            raise ConfigError(f"--platform {platform}: {cell.tag} is not built for {platform}: {why}")
+
+
+def choose_platforms(cell: Cell, asked: list[str] | None, native: str, output: Output) -> list[str]:
+    """The platforms to build: those asked for (each must be the cell's and runnable here, else
+    ConfigError), or every platform of the cell this engine runs (the others named in a warning)."""
+    check_platforms(cell, asked or [])
+    for platform in asked or []:
+        if not emulation_available(platform, native):
+            raise ConfigError(
+                f"--platform {platform}: this {native} engine cannot run it; {enable_hint(platform)}"
+            )
+    if asked:
+        return list(dict.fromkeys(asked))
+    runnable = [p for p in cell.platforms if emulation_available(p, native)]
+    for platform in cell.platforms:
+        if platform not in runnable:
+            output.warning(
+                f"{cell.tag}: skipping {platform}: a {native} engine cannot run it; {enable_hint(platform)}"
+            )
+    if not runnable:
+        raise ConfigError(
+            f"{cell.tag}: this {native} engine runs none of its platforms ({', '.join(cell.platforms)})"
         )
+    return runnable
 
 
 def run_hint(built: BuiltCell) -> str:

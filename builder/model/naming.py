@@ -127,9 +127,20 @@ def floating_tag(cell: Cell) -> str:
     return cell.tag
 
 
-def local_references(cell: Cell) -> list[str]:
-    """The local names a built cell gets: floating tag first, then the immutable one."""
-    return [f"{LOCAL_REPOSITORY}:{floating_tag(cell)}", f"{LOCAL_REPOSITORY}:{immutable_tag(cell)}"]
+def platform_tag(tag: str, platform: str) -> str:
+    """One platform's tag of a multi-platform cell, e.g. `2.14.1-cuda13.0.3-cudnn9-debian13-linux-arm64`.
+
+    The image index goes under the plain tag; each platform's image is pushed under this one first."""
+    return f"{tag}-{platform.replace('/', '-')}"
+
+
+def local_references(cell: Cell, platform: str | None = None) -> list[str]:
+    """The local names a built cell gets: floating tag first, then the immutable one. The cell's first
+    platform (the default) gets the plain tags; another platform's image gets `platform_tag`s."""
+    tags = [floating_tag(cell), immutable_tag(cell)]
+    if platform is not None and platform != cell.platforms[0]:
+        tags = [platform_tag(tag, platform) for tag in tags]
+    return [f"{LOCAL_REPOSITORY}:{tag}" for tag in tags]
 
 
 def cell_labels(cell: Cell) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
 from builder.model.naming import CONTENT_HASH_LABEL, floating_tag, immutable_tag, local_references
+from builder.model.platforms import emulation_available, enable_hint
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
 from builder.output import Output
@@ -277,17 +278,31 @@ class CellRunner:
                 engine.cancel()
         self.output.info(f"{cell.tag}: building")
         try:
-            built = pipeline.build_cell(
-                engine,
-                self.renderer,
-                cell,
-                self.profile,
-                out=self.options.out,
-                run_dir=run_dir,
-                output=self.output,
-                lock_data=self.lock_data,
-            )
-            if self.publisher is not None:
+            native = engine.native_platform()
+            runnable = [p for p in cell.platforms if emulation_available(p, native)]
+            for platform in cell.platforms:
+                if platform not in runnable:
+                    self.output.info(f"{cell.tag}: {platform} not built here: {enable_hint(platform)}")
+            multi = len(cell.platforms) > 1
+            builds = [
+                pipeline.build_cell(
+                    engine,
+                    self.renderer,
+                    cell,
+                    self.profile,
+                    out=self.options.out,
+                    run_dir=run_dir,
+                    output=self.output,
+                    lock_data=self.lock_data,
+                    platform=platform if multi else None,  # another CPU than the engine's: under QEMU
+                )
+                for platform in (runnable if multi else cell.platforms[:1])
+            ]
+            built = builds[0]
+            if self.publisher is not None and multi:
+                for line in self.publisher.push_platforms(engine, cell, runnable, self.output):
+                    self.output.info(f"{cell.tag}: {line}")
+            elif self.publisher is not None:
                 for line in self.publisher.push(engine, cell, self.output).lines():
                     self.output.info(f"{cell.tag}: {line}")
         except BuilderError as exc:

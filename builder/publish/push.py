@@ -24,12 +24,15 @@ from builder.model.naming import (
     LOCAL_REPOSITORY,
     floating_tag,
     immutable_tag,
+    local_references,
     parse_reference,
+    platform_tag,
 )
 from builder.output import Output
 from builder.publish.credentials import Credentials, auth_config, lookup_credentials
 from builder.publish.harbor import ensure_harbor_project
 from builder.publish.http import RegistryHttp, remote_content_hash
+from builder.publish.index import platforms_of, put_index
 from builder.publish.target import Target, resolve_target
 
 if TYPE_CHECKING:
@@ -381,6 +384,58 @@ class Publisher:
 
     def http(self) -> RegistryHttp:
         return RegistryHttp(self.target.host, self.creds, insecure=self.target.insecure)
+
+    def push_platforms(self, engine: Engine, cell: Cell, platforms: list[str], output: Output) -> list[str]:
+        """A multi-platform cell: push each built platform's image by digest under its platform tag;
+        when every platform of the cell is among them, put the index under the immutable and then the
+        floating tag (`merge`). Returns what happened, one line each."""
+        auth = auth_config(self.creds)
+        lines = []
+        for platform in platforms:
+            local = local_references(cell, platform)[1]
+            reference = self.target.reference(platform_tag(immutable_tag(cell), platform))
+            digest = push_verified(engine, local, reference, auth, self.policy, output)
+            lines.append(f"pushed {reference}@{digest} ({platform}, digest verified)")
+        missing = [p for p in cell.platforms if p not in platforms]
+        if missing:
+            lines.append(
+                f"no index yet: {', '.join(missing)} not built here (`python -m builder merge {cell.tag}`)"
+            )
+            return lines
+        return lines + self.merge(cell, output)
+
+    def merge(self, cell: Cell, output: Output) -> list[str]:
+        """Put one OCI image index over the cell's per-platform images (each must be in the registry)
+        under its immutable tag, read it back (every platform's digest verified), then the same under
+        the floating tag. A missing platform leaves both tags alone."""
+        http = self.http()
+        repository = parse_reference(self.target.reference("x")).repository
+        children = [(p, platform_tag(immutable_tag(cell), p)) for p in cell.platforms]
+        missing = [p for p, tag in children if http.manifest(repository, tag) is None]
+        if missing:
+            raise RegistryError(
+                f"{cell.tag}: no index: {', '.join(missing)} not in {self.target.reference('')[:-1]} "
+                "(that platform failed or was not pushed); the floating tag stays where it was"
+            )
+        lines = []
+        for tag in (immutable_tag(cell), floating_tag(cell)):
+            digest = with_retries(
+                self.policy,
+                f"index {tag}",
+                functools.partial(put_index, http, repository, children, [tag]),
+                output.info,
+            )
+            found = platforms_of(http, repository, tag)
+            expected = {p: http.manifest(repository, child) for p, child in children}
+            if set(found) != set(cell.platforms) or any(
+                found[p] != (entry[0] if entry else None) for p, entry in expected.items()
+            ):
+                raise RegistryError(
+                    f"{self.target.reference(tag)}: the index lists {found}, not every platform's digest"
+                )
+            listed = ", ".join(f"{p} {found[p][:19]}" for p in cell.platforms)
+            lines.append(f"index {self.target.reference(tag)}@{digest}: {listed} (digests verified)")
+        return lines
 
 
 def push_cells(

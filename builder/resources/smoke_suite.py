@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import multiprocessing
 import os
+import platform
 import re
 import shutil
 import site
@@ -603,7 +604,7 @@ def check_python(ctx: Context) -> Outcome:
     """Interpreter major.minor equals the cell's python."""
     found = f"{sys.version_info.major}.{sys.version_info.minor}"
     if found == major_minor(ctx.cell.python):
-        return PASS, f"python {sys.version.split()[0]}"
+        return PASS, f"python {sys.version.split()[0]} ({platform.machine()})"
     return FAIL, f"python {found} != expected {ctx.cell.python}"
 
 

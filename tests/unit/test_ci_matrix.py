@@ -1,4 +1,5 @@
-"""`ci-matrix` and the shipped CI files: one job per cell, GPU runners for CUDA, schema-valid (offline)."""
+"""`ci-matrix` and the shipped CI files: one job per (cell, platform) on native runners, GPU runners for
+CUDA, a merge job per multi-platform cell, schema-valid (offline)."""
 
 from __future__ import annotations
 
@@ -52,16 +53,32 @@ def child_pipeline(cli: InProcessCli, tmp_path_factory: pytest.TempPathFactory) 
     return path
 
 
-def test_github_matrix_has_one_job_per_cell(github_matrix: dict[str, Any], default_matrix: Any) -> None:
+def test_github_matrix_has_one_job_per_cell_and_platform(
+    github_matrix: dict[str, Any], default_matrix: Any
+) -> None:
     include = github_matrix["include"]
-    assert [job["tag"] for job in include] == [cell.tag for cell in default_matrix.cells]
+    pairs = [(cell.tag, platform) for cell in default_matrix.cells for platform in cell.platforms]
+    assert [(job["tag"], job["platform"]) for job in include] == pairs
+    assert len(pairs) > len(default_matrix.cells)  # some cells are multi-platform
     assert set(github_matrix) == {"include"}
     for job in include:
-        assert set(job) == {"tag", "runner", "gpu"}
+        assert set(job) == {"tag", "platform", "suffix", "runner", "gpu", "image", "logs", "results"}
+        assert job["suffix"] == job["platform"].replace("/", "-")
+
+
+def test_arm64_jobs_run_on_native_arm64_runners(github_matrix: dict[str, Any]) -> None:
+    arm = [job for job in github_matrix["include"] if job["platform"] == "linux/arm64"]
+    assert arm
+    for job in arm:
+        expected = ci_matrix.GITHUB_ARM64_GPU_RUNNER if job["gpu"] else ci_matrix.GITHUB_ARM64_CPU_RUNNER
+        assert job["runner"] == list(expected)
+        assert job["image"] == f"{job['tag']}-linux-arm64"  # the per-platform local name `build` gives it
+        assert job["logs"] == f"images/{job['tag']}/linux-arm64"
+        assert job["results"] == "reports/cells/linux-arm64"  # never the amd64 job's result file
 
 
 def test_cuda_cells_get_gpu_runner_labels(github_matrix: dict[str, Any]) -> None:
-    for job in github_matrix["include"]:
+    for job in [j for j in github_matrix["include"] if j["platform"] == "linux/amd64"]:
         cuda = "-cuda" in job["tag"]
         assert job["gpu"] is cuda
         if cuda:
@@ -107,26 +124,53 @@ def test_github_job_limit(default_matrix: Any) -> None:
     cells = list(default_matrix.cells) * (ci_matrix.GITHUB_MAX_JOBS // len(default_matrix.cells) + 1)
     with pytest.raises(ConfigError, match="at most 256 jobs"):
         ci_matrix.github(cells)
+    multi = [c for c in default_matrix.cells if len(c.platforms) == 2]
+    fits = multi * (ci_matrix.GITHUB_MAX_JOBS // 2 // len(multi))  # cells under the limit, jobs counted
+    ci_matrix.github(fits)
+    with pytest.raises(ConfigError, match="at most 256 jobs"):
+        ci_matrix.github(fits + multi)
 
 
 def test_child_pipeline_jobs(child_pipeline: Path, default_matrix: Any) -> None:
     doc = yaml.safe_load(child_pipeline.read_text())
     jobs = {name: job for name, job in doc.items() if isinstance(job, dict) and "extends" in job}
-    assert list(jobs) == [cell.tag for cell in default_matrix.cells]
+    names = [ci_matrix.job_name(cell, p) for cell in default_matrix.cells for p in cell.platforms]
+    assert list(jobs) == names
     script = "\n".join(doc[".cell"]["script"])
-    assert 'make build TAG="$CELL_TAG" PUSH=1' in script
+    assert 'make build TAG="$CELL_TAG" PLATFORM="$CELL_PLATFORM" PUSH=1' in script
     assert "REGISTRY_USERNAME" in script
     assert "REGISTRY_PASSWORD" in script
     for cell in default_matrix.cells:
-        job = jobs[cell.tag]
-        assert job["variables"]["CELL_TAG"] == cell.tag
-        assert ("gpu" in job["tags"]) is cell.is_cuda
-        assert f"images/{cell.tag}/build.log" in job["artifacts"]["paths"]
-        assert job["artifacts"]["when"] == "always"
+        for platform in cell.platforms:
+            job = jobs[ci_matrix.job_name(cell, platform)]
+            assert job["variables"]["CELL_TAG"] == cell.tag
+            assert job["variables"]["CELL_PLATFORM"] == platform
+            assert ("gpu" in job["tags"]) is cell.is_cuda
+            assert ("arm64" in job["tags"]) is (platform == "linux/arm64")
+            assert f"{ci_matrix.run_dir(cell, platform)}/build.log" in job["artifacts"]["paths"]
+            assert job["artifacts"]["when"] == "always"
+        if len(cell.platforms) == 1:
+            assert cell.tag in jobs
+            assert f"merge {cell.tag}" not in doc
     report = doc["report"]
     assert report["stage"] == "report"
     assert report["when"] == "always"
     assert any("report render" in line for line in report["script"])
+
+
+def test_child_pipeline_merges_each_multi_platform_cell_after_all_its_platforms(
+    child_pipeline: Path, default_matrix: Any
+) -> None:
+    doc = yaml.safe_load(child_pipeline.read_text())
+    assert doc["stages"] == ["build", "merge", "report"]
+    multi = [cell for cell in default_matrix.cells if len(cell.platforms) > 1]
+    assert multi
+    for cell in multi:
+        merge = doc[f"merge {cell.tag}"]
+        assert merge["stage"] == "merge"
+        assert "when" not in merge  # on_success: a failed platform job leaves no index
+        assert [n["job"] for n in merge["needs"]] == [f"{cell.tag} {p}" for p in cell.platforms]
+        assert f"python -m builder merge {cell.tag}" in merge["script"][-1]
 
 
 def test_shipped_github_workflow_is_schema_valid() -> None:
@@ -166,8 +210,13 @@ def test_github_workflow_shape() -> None:
     assert build["runs-on"] == "${{ matrix.runner }}"
     assert build["env"]["REGISTRY_USERNAME"] == "${{ secrets.REGISTRY_USERNAME }}"
     assert build["env"]["REGISTRY_PASSWORD"] == "${{ secrets.REGISTRY_PASSWORD }}"
+    assert build["env"]["PLATFORM"] == "${{ matrix.platform }}"
     runs = "\n".join(s.get("run", "") for s in build["steps"])
-    assert 'make build TAG="$TAG" PUSH=1' in runs
+    assert 'make build TAG="$TAG" PLATFORM="$PLATFORM" PUSH=1' in runs
+    merge = jobs["merge"]
+    assert merge["needs"] == ["plan", "build"]
+    assert "if" not in merge  # only when every (cell, platform) job passed
+    assert "python -m builder merge" in "\n".join(s.get("run", "") for s in merge["steps"])
     uploads = [s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads
     assert "build.log" in uploads[0]["with"]["path"]

@@ -137,3 +137,57 @@ def test_emulation_needs_the_native_platform_or_an_enabled_binfmt_handler() -> N
         registered and platforms.binfmt_path("arm64").read_text().startswith("enabled")
     )
     assert "qemu-user-static binfmt-support" in platforms.enable_hint(ARM)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("2.13-cpu-debian12", "--platform", "linux/s390x"),
+            "--platform linux/s390x: unknown platform; allowed: linux/amd64, linux/arm64",
+        ),
+        (
+            ("2.14-cuda12.6-debian12", "--platform", "linux/arm64"),
+            "--platform linux/arm64: 2.14-cuda12.6-debian12 is not built for linux/arm64: PyTorch 2.14's "
+            "linux/arm64 wheels on PyPI are CUDA 13.0 builds",
+        ),
+        (
+            ("2.13-cpu-debian12", "--platform", "linux/arm64"),
+            "--platform linux/arm64: 2.13-cpu-debian12 is not built for linux/arm64: matrix.yaml gives it "
+            "only linux/amd64",
+        ),
+    ],
+)
+def test_build_refuses_a_bad_platform_in_one_line_before_any_engine(
+    cli: InProcessCli, args: tuple[str, ...], expected: str
+) -> None:
+    result = cli("build", *args)
+    assert result.exit_code == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {expected}")
+
+
+def test_a_platform_the_engine_cannot_run_is_refused_with_how_to_enable_it() -> None:
+    from builder.build import pipeline
+    from builder.errors import ConfigError
+    from builder.output import Output
+
+    cell = matrix.load().cell("2.14-cuda13.0-debian13")
+    # an arm64 engine with no x86_64 handler registered here (this host registers only qemu-aarch64)
+    assert not platforms.emulation_available("linux/amd64", native=ARM)
+    with pytest.raises(ConfigError) as info:
+        pipeline.choose_platforms(cell, ["linux/amd64"], ARM, Output())
+    assert "this linux/arm64 engine cannot run it; register QEMU for amd64" in str(info.value)
+    assert pipeline.choose_platforms(cell, None, ARM, Output()) == [ARM]  # the rest: a warning
+
+
+def test_doctor_says_how_to_enable_binfmt_when_a_platform_cannot_run() -> None:
+    from builder.build.gate import platform_checks
+
+    cell = matrix.load().cell("2.14-cuda13.0-debian13")
+    checks = {c.name: c for c in platform_checks(cell, [], ARM)}
+    assert checks["platform linux/arm64"].status == "pass"
+    amd64 = checks["platform linux/amd64"]
+    assert (amd64.status, amd64.blocking) == ("warn", False)
+    assert "apt-get install qemu-user-static binfmt-support" in amd64.detail
+    assert "tonistiigi/binfmt --install amd64" in amd64.detail
