@@ -24,7 +24,14 @@ from builder.model import compat, profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
 from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references
-from builder.model.platforms import PLATFORMS, WHEEL_MACHINE, emulation_available, enable_hint, tag_suffix
+from builder.model.platforms import (
+    PLATFORMS,
+    WHEEL_MACHINE,
+    arch,
+    emulation_available,
+    enable_hint,
+    tag_suffix,
+)
 from builder.model.profiles import ResolvedProfile
 from builder.output import Output
 
@@ -128,6 +135,13 @@ def build_cell(
     pinned = f"{base_ref}@{locked}" if locked else base_ref
     with output.step(f"{name}: pulling base {pinned} (profile {profile.name})"):
         base_digest = engine.pull(pinned, platform=platform if len(cell.platforms) > 1 else None)
+        if platform is not None and len(cell.platforms) > 1:
+            found = engine.image_attrs(pinned).get("Architecture")
+            if found != arch(platform):
+                raise MirrorError(
+                    f"base image {pinned} has no {platform} image (the registry gave {found}): "
+                    "the base must be an image index naming that platform (sandbox: `up --arch arm64`)"
+                )
     if locked:
         build_args["BASE_DIGEST"] = f"@{locked}"
     elif profile.lock_bases:

@@ -62,9 +62,11 @@ def local_images(engine, cell, tmp_path_factory: pytest.TempPathFactory) -> Iter
             log_path=tmp_path_factory.mktemp("logs") / "build.log",
             platform=platform,
         )
-        assert engine.image_attrs(result.image_id)["Architecture"] == platform.split("/")[1]
         reference = local_references(cell, platform)[1]
-        engine.tag(result.image_id, reference)
+        engine.tag(
+            result.image_id, reference
+        )  # at once: an untagged image is what `docker image prune` takes
+        assert engine.image_attrs(reference)["Architecture"] == platform.split("/")[1]
         images[platform] = reference
     yield images
     for reference in images.values():

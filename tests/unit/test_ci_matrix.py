@@ -126,6 +126,7 @@ def test_github_job_limit(default_matrix: Any) -> None:
         ci_matrix.github(cells)
     multi = [c for c in default_matrix.cells if len(c.platforms) == 2]
     fits = multi * (ci_matrix.GITHUB_MAX_JOBS // 2 // len(multi))  # cells under the limit, jobs counted
+    assert len(fits) <= ci_matrix.GITHUB_MAX_JOBS // 2
     ci_matrix.github(fits)
     with pytest.raises(ConfigError, match="at most 256 jobs"):
         ci_matrix.github(fits + multi)

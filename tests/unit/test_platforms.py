@@ -54,13 +54,24 @@ def test_custom_wheel_index_turns_the_refusal_into_a_warning() -> None:
 
 
 def test_default_matrix_names_platforms(default_matrix: matrix.Matrix) -> None:
-    cell = default_matrix.cell("2.14-cuda13.0-debian13")
-    assert cell.platforms == ("linux/amd64", ARM)
+    assert default_matrix.spec.platforms == ["linux/amd64"]
+    assert default_matrix.cell("2.14-cuda13.0-debian13").platforms == ("linux/amd64", ARM)  # its include
     assert default_matrix.cell("2.13-cpu-debian12").platforms == ("linux/amd64",)
-    assert default_matrix.cell("2.14-cuda13.0-debian12").platforms == ("linux/amd64", ARM)
-    left_out = {(d.key.tag, d.platform) for d in default_matrix.platform_drops}
-    assert ("2.15-cuda13.0-debian12", ARM) in left_out  # the override asks; PyPI's 2.15 aarch64 is CUDA 13.2
-    assert default_matrix.cell("2.15-cuda13.0-debian12").platforms == ("linux/amd64",)
+    assert default_matrix.cell("2.14-cuda13.0-debian12").platforms == ("linux/amd64",)
+
+
+ARM_OVERRIDE = [
+    {"select": "2.1[1-5]-cuda13.*-*[0-9]", "platforms": ["linux/amd64", ARM]}
+]  # matrix.yaml's example
+
+
+def test_cuda13_override_adds_arm64_where_pypi_has_that_build(tmp_path: Path) -> None:
+    m = matrix.load(write_matrix(tmp_path, overrides=ARM_OVERRIDE))
+    assert m.cell("2.14-cuda13.0-debian12").platforms == ("linux/amd64", ARM)
+    left_out = {(d.key.tag, d.platform) for d in m.platform_drops}
+    assert ("2.15-cuda13.0-debian12", ARM) in left_out  # PyPI's 2.15 aarch64 wheel is CUDA 13.2
+    assert m.cell("2.15-cuda13.0-debian12").platforms == ("linux/amd64",)
+    assert m.cell("2.15-cuda13.2-debian12").platforms == ("linux/amd64", ARM)
 
 
 def test_unknown_platform_is_one_line_with_the_allowed_values(tmp_path: Path) -> None:
@@ -113,8 +124,9 @@ def test_explain_and_list_show_platforms(cli: InProcessCli, command: tuple[str, 
         assert rows["2.13-cpu-debian12"]["platforms"] == ["linux/amd64"]
 
 
-def test_list_explain_drops_gives_each_left_out_platform(cli: InProcessCli) -> None:
-    result = cli("list", "--explain-drops")
+def test_list_explain_drops_gives_each_left_out_platform(cli: InProcessCli, tmp_path: Path) -> None:
+    path = write_matrix(tmp_path, overrides=ARM_OVERRIDE)
+    result = cli("list", "--explain-drops", "--matrix", str(path))
     assert result.exit_code == 0, result.stderr
     assert any(
         line.startswith(
@@ -122,7 +134,7 @@ def test_list_explain_drops_gives_each_left_out_platform(cli: InProcessCli) -> N
         )
         for line in result.stdout.splitlines()
     )
-    document = json.loads(cli("list", "--json", "--explain-drops").stdout)
+    document = json.loads(cli("list", "--json", "--explain-drops", "--matrix", str(path)).stdout)
     left_out = [d for d in document["dropped"] if d.get("platform") == ARM]
     assert any(d["tag"] == "2.15-cuda13.0-debian12" and "CUDA 13.2" in d["reasons"][0] for d in left_out)
 
