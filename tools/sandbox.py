@@ -39,7 +39,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, BinaryIO
 
 import typer
 
@@ -224,6 +224,18 @@ def _logs(state_dir: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _command_log(log_file: Path, cmd: Sequence[str]) -> Iterator[BinaryIO]:
+    """The log a command appends to, headed by the command line; a missing program is one SandboxError."""
+    with log_file.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        try:
+            yield out
+        except FileNotFoundError:
+            raise SandboxError(f"{cmd[0]}: command not found") from None
+
+
 def _run(
     cmd: Sequence[str],
     log_file: Path,
@@ -233,9 +245,7 @@ def _run(
     timeout: float | None = None,
 ) -> None:
     """Run cmd, appending its output to log_file; raise SandboxError with one line on failure."""
-    with log_file.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
-        out.flush()
+    with _command_log(log_file, cmd) as out:
         try:
             proc = subprocess.run(
                 list(cmd),
@@ -246,8 +256,6 @@ def _run(
                 timeout=timeout,
                 check=False,
             )
-        except FileNotFoundError:
-            raise SandboxError(f"{cmd[0]}: command not found") from None
         except subprocess.TimeoutExpired:
             raise SandboxError(f"{cmd[0]} timed out after {timeout:.0f} s (log: {log_file})") from None
     if proc.returncode != 0:
@@ -311,21 +319,16 @@ def _running(state_dir: Path, name: str, marker: str) -> int | None:
 def _spawn(state_dir: Path, name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Start cmd detached (own session), output to logs/NAME.log, pid in NAME.pid."""
     log_path = _logs(state_dir) / f"{name}.log"
-    with log_path.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=dict(env) if env is not None else None,
-                cwd=state_dir,
-            )
-        except FileNotFoundError:
-            raise SandboxError(f"{cmd[0]}: command not found") from None
+    with _command_log(log_path, cmd) as out:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+            cwd=state_dir,
+        )
     _CHILDREN.append(proc)
     _pid_file(state_dir, name).write_text(f"{proc.pid}\n")
     return proc.pid

@@ -225,3 +225,11 @@ class LoopbackRegistry:
         """A blob upload is in progress or was made (the registry keeps `_uploads/<id>/` while uploading)."""
         uploads = self.storage / "docker/registry/v2/repositories" / repository / "_uploads"
         return uploads.is_dir() and any(os.scandir(uploads))
+
+
+def untag_registry_references(engine, registry: LoopbackRegistry) -> None:  # type: ignore[no-untyped-def]
+    """Remove the local `127.0.0.1:PORT/...` tags a push left (the layers stay as cache)."""
+    for image in engine.client.images.list():
+        for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+            if reference.startswith(f"{registry.host}/"):
+                engine.remove_image(reference, keep_parents=True)

@@ -22,7 +22,7 @@ import yaml
 from builder.build.render import SHIPPED_TEMPLATES
 from tests.conftest import REPO, unavailable
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+from tests.integration.loopback_registry import LoopbackRegistry, missing_tools, untag_registry_references
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +115,6 @@ def no_run_output_in_images(tmp: Path, tag: str) -> bool:
 def report_results(tmp: Path) -> dict[str, dict[str, Any]]:
     data = json.loads((tmp / "report" / "report.json").read_text())
     return {r["tag"]: r for r in data["results"]}
-
-
-def untag_registry_references(engine, registry: LoopbackRegistry) -> None:  # type: ignore[no-untyped-def]
-    """Remove the local `127.0.0.1:PORT/...` tags a push left (the layers stay as cache)."""
-    for image in engine.client.images.list():
-        for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
-            if reference.startswith(f"{registry.host}/"):
-                engine.remove_image(reference, keep_parents=True)
 
 
 @pytest.fixture(scope="module")

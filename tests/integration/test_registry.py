@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import REPO, unavailable
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+from tests.integration.loopback_registry import LoopbackRegistry, missing_tools, untag_registry_references
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,6 @@ def _require(*, tls: bool, auth: bool) -> None:
     if missing:
         message = f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)"
         unavailable(message)
-
-
-def untag_registry_references(engine, registry: LoopbackRegistry) -> None:  # type: ignore[no-untyped-def]
-    """Remove the local `127.0.0.1:PORT/...` tags a push left (the layers stay as cache)."""
-    for image in engine.client.images.list():
-        for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
-            if reference.startswith(f"{registry.host}/"):
-                engine.remove_image(reference, keep_parents=True)
 
 
 @pytest.fixture(scope="module")

@@ -693,25 +693,23 @@ def test_the_copied_templates_render_like_the_originals(
     assert Renderer(templates).files(cell) == rendered[cell.tag]
 
 
-def test_undefined_variable_in_the_main_template_is_an_error(
-    default_matrix: matrix.Matrix, templates: Path
+@pytest.mark.parametrize(
+    ("good", "typo", "said"),
+    [
+        ("for {{ cell.tag }}:", "for {{ cell.tagg }}:", "tagg"),  # a missing attribute
+        ("{{ immutable_tag }}", "{{ immutable_tagg }}", "'immutable_tagg' is undefined"),  # a plain name
+    ],
+)
+def test_an_undefined_name_in_the_main_template_is_an_error_not_an_empty_string(
+    default_matrix: matrix.Matrix, templates: Path, good: str, typo: str, said: str
 ) -> None:
+    """StrictUndefined: the error names the template, the name and the cell."""
     path = templates / "Dockerfile.j2"
-    path.write_text(path.read_text().replace("for {{ cell.tag }}:", "for {{ cell.tagg }}:", 1))
+    path.write_text(path.read_text().replace(good, typo, 1))
     line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
     assert "Dockerfile.j2" in line
-    assert "tagg" in line
+    assert said in line
     assert "2.13-cpu-debian12" in line
-
-
-def test_undefined_name_is_an_error_not_an_empty_string(
-    default_matrix: matrix.Matrix, templates: Path
-) -> None:
-    """StrictUndefined: a plain undefined name (not only a missing attribute) fails rendering."""
-    path = templates / "Dockerfile.j2"
-    path.write_text(path.read_text().replace("{{ immutable_tag }}", "{{ immutable_tagg }}", 1))
-    line = render_error(templates, default_matrix.cell("2.13-cpu-debian12"))
-    assert "'immutable_tagg' is undefined" in line
 
 
 def test_undefined_variable_in_a_partial_names_the_partial(
