@@ -526,6 +526,14 @@ def lock_command(
         for result in run.results:
             for change in result.changes:
                 out.result(f"{result.tag}: {change}")
+        for platform, others in cell_lock.other_platforms(cells).items():
+            with out.step(f"hash locks for {platform}: resolving {len(others)} cells with uv"):
+                extra = cell_lock.update(others, profile, root, {}, platform=platform)
+            for result in extra.results:
+                if result.refused:  # an impossible platform was refused earlier: this one must lock
+                    raise ConfigError(f"{result.tag}: no {platform} hash lock: {result.refused}")
+                for change in result.changes:
+                    out.result(f"{result.tag} {platform}: {change}")
         written, diff, unresolved = lock.update(m, profile, with_bases=not no_bases, unlocked=unlocked)
         out.result(diff.rstrip("\n") if diff else f"{written}: unchanged")
         for problem in unresolved:
@@ -543,6 +551,8 @@ def lock_command(
     data = lock.read(path)
     problems = lock.stale_cells(path, list(m.cells))
     problems += cell_lock.problems(m.cells, root, data["unlocked"])
+    for platform, others in cell_lock.other_platforms(m.cells).items():
+        problems += cell_lock.problems(others, root, {}, platform)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         hint = "" if "run `" in problems[0] else ": run `python -m builder lock --update`"

@@ -29,6 +29,7 @@ from builder.errors import ConfigError
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.naming import DEFAULT_PLATFORM, requirements_path, torch_index_url
+from builder.model.platforms import tag_suffix
 from builder.model.profiles import ResolvedProfile
 from builder.resources import install_lock
 from builder.resources.install_lock import Pin
@@ -365,20 +366,31 @@ def _disagrees_with_slim(cell: Cell, text: str, root: Path, platform: str) -> st
 
 def context_files(cell: Cell, root: Path, unlocked: dict[str, dict[str, str]]) -> dict[str, bytes]:
     """The hash locks a cell's build context holds, by path (its own and, for a full cell, its slim
-    sibling's, which the torch stage installs); ConfigError (exit 2) when one is missing, stale or
-    cannot be made here."""
+    sibling's, which the torch stage installs; one per platform of the cell); ConfigError (exit 2) when
+    one is missing, stale or cannot be made here."""
     files: dict[str, bytes] = {}
-    for tag in dict.fromkeys([slim_tag(cell), cell.tag]):
-        path = requirements_path(tag)
-        if tag != cell.tag and not (root / path).exists():
-            raise ConfigError(
-                f"{cell.tag}: its torch stage installs {path}, which does not exist: "
-                f"add {tag} to the matrix and run `python -m builder lock --update --only '{tag}*'`"
-            )
-        if tag == cell.tag:
-            locked_pins(cell, root, unlocked)
-        files[path] = (root / path).read_bytes()
+    for platform in [tag_suffix(p) for p in cell.platforms]:
+        for tag in dict.fromkeys([slim_tag(cell), cell.tag]):
+            path = requirements_path(tag, platform)
+            if tag != cell.tag and not (root / path).exists():
+                raise ConfigError(
+                    f"{cell.tag}: its torch stage installs {path}, which does not exist: "
+                    f"add {tag} to the matrix and run `python -m builder lock --update --only '{tag}*'`"
+                )
+            if tag == cell.tag:
+                locked_pins(cell, root, unlocked if platform == DEFAULT_PLATFORM else {}, platform)
+            files[path] = (root / path).read_bytes()
     return files
+
+
+def other_platforms(cells: Iterable[Cell]) -> dict[str, list[Cell]]:
+    """Cells by each platform beyond the default one they are built for (`linux-arm64`: [cells])."""
+    found: dict[str, list[Cell]] = {}
+    for cell in cells:
+        for platform in cell.platforms:
+            if tag_suffix(platform) != DEFAULT_PLATFORM:
+                found.setdefault(tag_suffix(platform), []).append(cell)
+    return found
 
 
 def locked_pins(

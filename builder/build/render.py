@@ -74,6 +74,10 @@ class ContextPaths:
         """The hash lock the torch stage installs: the slim sibling's, so slim and full share that stage."""
         return requirements_path(self.tag.removesuffix("-full"))
 
+    def torch_lock_for(self, platform: str) -> str:
+        """`torch_lock` for one platform of a multi-platform cell (`linux/arm64`)."""
+        return requirements_path(self.tag.removesuffix("-full"), platform.replace("/", "-"))
+
 
 def shipped_file(context_path: str) -> bytes:
     """A file the package ships (the smoke suite, the entrypoint), by its path in the build context."""

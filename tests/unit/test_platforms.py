@@ -203,3 +203,19 @@ def test_doctor_says_how_to_enable_binfmt_when_a_platform_cannot_run() -> None:
     assert (amd64.status, amd64.blocking) == ("warn", False)
     assert "apt-get install qemu-user-static binfmt-support" in amd64.detail
     assert "tonistiigi/binfmt --install amd64" in amd64.detail
+
+
+def test_each_platform_has_its_own_hash_lock(tmp_path: Path) -> None:
+    from builder.build import cell_lock
+    from tests.conftest import REPO
+
+    cell = matrix.load().cell("2.14-cuda13.0-debian13")
+    assert cell_lock.other_platforms([cell]) == {"linux-arm64": [cell]}
+    assert cell_lock.problems([cell], REPO, {}, "linux-arm64") == []
+    arm = (REPO / "images" / cell.tag / "requirements.linux-arm64.txt").read_text()
+    assert "# platform: linux-arm64 (aarch64-manylinux_2_40)" in arm
+    assert arm != (REPO / "images" / cell.tag / "requirements.linux-amd64.txt").read_text()
+    (problem,) = cell_lock.problems([cell], tmp_path, {}, "linux-arm64")
+    assert "requirements.linux-arm64.txt" in problem
+    context = cell_lock.context_files(cell, REPO, {})
+    assert sorted(context) == [f"images/{cell.tag}/requirements.linux-{a}.txt" for a in ("amd64", "arm64")]

@@ -91,7 +91,14 @@ def instructions(text: str) -> list[str]:
 
 
 def copy_sources(text: str) -> list[str]:
-    return [line.split()[1] for line in instructions(text) if line.startswith("COPY ")]
+    """Every source of every COPY (all words but the instruction, its --flags and the destination)."""
+    return [
+        word
+        for line in instructions(text)
+        if line.startswith("COPY ")
+        for word in line.split()[1:-1]
+        if not word.startswith("--")
+    ]
 
 
 # --- what the Dockerfiles say ----------------------------------------------------------------------------
@@ -386,7 +393,11 @@ def test_build_context_holds_exactly_what_the_dockerfile_copies(
     """The tool's context and `docker build -f images/<tag>/Dockerfile .` from the root see the same paths."""
     for cell in default_matrix.cells:
         paths = ContextPaths(cell.tag)
-        locks = {paths.torch_lock: b"", paths.lock: b""}
+        locks = {
+            paths.torch_lock: b"",
+            paths.lock: b"",
+            **{paths.torch_lock_for(p): b"" for p in cell.platforms},
+        }
         context = renderer.context(cell, locks=locks)
         sources = copy_sources(dockerfile(rendered, cell.tag))
         assert set(context) == {paths.dockerfile, CA_FILE, *(s for s in sources if s != "certs/")}, cell.tag
@@ -453,6 +464,7 @@ def test_root_dockerignore_lets_in_only_what_the_dockerfiles_copy(
     assert copied == {
         "images/*/cell.json",
         "images/*/requirements.linux-amd64.txt",
+        "images/*/requirements.linux-arm64.txt",  # multi-platform cells: one lock per platform
         SUITE_PATH,
         ENTRYPOINT_PATH,
         DEV_SETUP_PATH,
