@@ -246,11 +246,7 @@ def build(
             f"{cell.tag}: tagged {', '.join(one.tags)}{where} ({size_gb:.2f} GB, built in {seconds:.0f} s)"
         )
     out.result(f"run it: {pipeline.run_hint(built)}")
-    pushed: list[str] = []
-    if push and len(cell.platforms) > 1:
-        pushed = _push_platforms(m, cell, [one.platform for one in builds], out, registry=registry)
-    elif push:
-        pushed = _push(m, [cell], out, registry=registry)
+    pushed = _push(m, [cell], out, registry=registry) if push else []
     if as_json:
         out.document(
             {
@@ -275,22 +271,6 @@ def build(
                 ],
             }
         )
-
-
-def _push_platforms(
-    m: matrix_mod.Matrix, cell: Cell, platforms: list[str], out: Output, *, registry: str | None
-) -> list[str]:
-    """Push a multi-platform cell's built platforms by digest, and its index once every platform is there."""
-    from builder.build.engine import Engine
-    from builder.publish import push
-
-    publisher = push.Publisher.resolve(m.spec.registry.target, registry)
-    lines = [
-        f"{cell.tag}: {line}" for line in publisher.push_platforms(Engine.connect(), cell, platforms, out)
-    ]
-    for line in lines:
-        out.result(line)
-    return lines
 
 
 @app.command()
@@ -336,14 +316,28 @@ def _push(
     force: bool = False,
     create_project: bool = False,
 ) -> list[str]:
-    """Push cells and print what happened; the lines printed."""
+    """Push cells and print what happened; the lines printed. A multi-platform cell: each platform built
+    here by digest, then its image index when every platform is there."""
+    from builder.build.engine import Engine
+    from builder.errors import ConfigError
+    from builder.model.naming import local_references
     from builder.publish import push
 
     publisher = push.Publisher.resolve(
         m.spec.registry.target, registry, retries=retries, retry_max_s=retry_max_s
     )
-    results = push.push_cells(publisher, cells, out, image=image, force=force, create_project=create_project)
+    multi = [cell for cell in cells if len(cell.platforms) > 1]
+    if multi and image:
+        raise ConfigError(f"--image: {multi[0].tag} has several platforms; push what `build` made")
+    single = [cell for cell in cells if len(cell.platforms) == 1]
+    results = push.push_cells(publisher, single, out, image=image, force=force, create_project=create_project)
     lines = [f"{cell.tag}: {line}" for cell, result in results for line in result.lines()]
+    for cell in multi:  # each built platform by digest; the index once every platform is there
+        engine = Engine.connect()
+        built = [p for p in cell.platforms if engine.image_exists(local_references(cell, p)[1])]
+        if not built:
+            raise ConfigError(f"{cell.tag}: no platform of it is built here (`python -m builder build ...`)")
+        lines += [f"{cell.tag}: {line}" for line in publisher.push_platforms(engine, cell, built, out)]
     for line in lines:
         out.result(line)
     return lines
