@@ -56,6 +56,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         work = Path(tmp)
         shutil.copy(REPO / "matrix.yaml", work / "matrix.yaml")
+        shutil.copy(REPO / "matrix.lock", work / "matrix.lock")  # with the cells' hash locks in images/
+        shutil.copytree(REPO / "images", work / "images")
         shutil.copytree(SHIPPED_TEMPLATES, work / "templates")
         build = [sys.executable, "-m", "builder", "build", TAG, "--out", str(work / "images")]
 

@@ -41,6 +41,7 @@ SUITE_PATH = "builder/resources/smoke_suite.py"
 ENTRYPOINT_PATH = "builder/resources/entrypoint.sh"
 DEV_SETUP_PATH = "builder/resources/dev-setup.sh"
 INSTALLER_PATH = "builder/resources/install_lock.py"  # installs a cell's hash lock in the image
+SETTLE_PATH = "builder/resources/settle-layer.sh"  # ends each RUN step: same bytes on every rebuild
 CA_DIR = "certs/"
 CA_FILE = "certs/extra-ca.crt"  # empty in the repository; the tool puts the profile's CA bundle here
 
@@ -54,6 +55,7 @@ class ContextPaths:
     entrypoint: str = ENTRYPOINT_PATH
     dev_setup: str = DEV_SETUP_PATH
     installer: str = INSTALLER_PATH
+    settle: str = SETTLE_PATH
     ca_dir: str = CA_DIR
 
     @property
@@ -166,6 +168,7 @@ class Renderer:
             paths.cell_json: rendered["cell.json"],
             paths.suite: shipped_file(paths.suite),
             paths.installer: shipped_file(paths.installer),
+            paths.settle: shipped_file(paths.settle),
             CA_FILE: ca_bundle,
             **(locks or {}),
         }

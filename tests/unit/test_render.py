@@ -26,6 +26,7 @@ from builder.build.render import (
     DEV_SETUP_PATH,
     ENTRYPOINT_PATH,
     INSTALLER_PATH,
+    SETTLE_PATH,
     SHIPPED_TEMPLATES,
     SUITE_PATH,
     ContextPaths,
@@ -227,7 +228,8 @@ def test_full_cells_carry_the_development_environment(
 ) -> None:
     pieces = (
         "build-essential git curl less openssh-server procps python3-dev tini vim-tiny",
-        f"COPY {DEV_SETUP_PATH} /tmp/dev-setup.sh\nRUN sh /tmp/dev-setup.sh && rm /tmp/dev-setup.sh\n",
+        f"COPY {DEV_SETUP_PATH} /tmp/dev-setup.sh\nRUN t=$(date +%s) \\\n"
+        " && sh /tmp/dev-setup.sh && rm /tmp/dev-setup.sh",
         "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
         "WORKDIR /workspace\nEXPOSE 8888 22\n",
         'CMD ["lab"]',
@@ -424,8 +426,8 @@ def test_each_context_file_exists_once_in_the_repository(
 
 
 def test_context_tar_is_deterministic(default_matrix: matrix.Matrix, renderer: Renderer) -> None:
-    """The same files give the same tar bytes, whatever the order, clock or user; only the entrypoint is
-    executable."""
+    """The same files give the same tar bytes, whatever the order, clock or user; only the shell scripts
+    are executable."""
     context = renderer.context(default_matrix.cell("2.14-cuda13.0-debian12-full"))
     first = context_tar(context).getvalue()
     cell_dir = "images/2.14-cuda13.0-debian12-full"
@@ -441,6 +443,7 @@ def test_context_tar_is_deterministic(default_matrix: matrix.Matrix, renderer: R
         assert {m.name: m.mode for m in members if m.isfile() and m.mode != 0o644} == {
             ENTRYPOINT_PATH: 0o755,
             DEV_SETUP_PATH: 0o755,
+            SETTLE_PATH: 0o755,
         }
         extracted = tar.extractfile(SUITE_PATH)
         assert extracted is not None and extracted.read() == context[SUITE_PATH]
@@ -469,6 +472,7 @@ def test_root_dockerignore_lets_in_only_what_the_dockerfiles_copy(
         ENTRYPOINT_PATH,
         DEV_SETUP_PATH,
         INSTALLER_PATH,
+        SETTLE_PATH,
         "certs/",
     }
     assert set(lines[1:]) == {f"!{source}" for source in copied}
