@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import glob
 import importlib.metadata
 import os
 import re
@@ -123,6 +124,18 @@ def mismatch_line(output: str) -> str | None:
     )
 
 
+def pip_command(python: str) -> list[str]:
+    """How to run pip for `python`: its own, or (a venv made --without-pip) the OS's bundled pip wheel."""
+    if subprocess.run([python, "-c", "import pip"], capture_output=True, check=False).returncode == 0:
+        return [python, "-m", "pip"]
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    bundled = sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))
+    bundled += sorted(glob.glob(f"{sys.base_prefix}/lib/python{version}/ensurepip/_bundled/pip-*.whl"))
+    if not bundled:
+        raise LockError("no pip in this environment and no bundled pip wheel (python3-venv) to run")
+    return [python, f"{bundled[-1]}/pip"]
+
+
 def install(pins: Sequence[Pin], *, python: str = sys.executable) -> int:
     """pip install exactly these pins (hashes required, no dependencies, no .pyc); 0 or 1."""
     if not pins:
@@ -132,7 +145,7 @@ def install(pins: Sequence[Pin], *, python: str = sys.executable) -> int:
         requirements = os.path.join(folder, "requirements.txt")
         with open(requirements, "w", encoding="utf-8") as handle:
             handle.write("".join(pin.requirement() + "\n" for pin in pins))
-        command = [python, "-m", "pip", "install", "--no-cache-dir", "--require-hashes", "--no-deps"]
+        command = [*pip_command(python), "install", "--no-cache-dir", "--require-hashes", "--no-deps"]
         command += ["--no-compile", "--disable-pip-version-check", "--progress-bar", "off"]
         if os.environ.get("PIP_BUILD_INDEX_URL"):
             command += ["--index-url", os.environ["PIP_BUILD_INDEX_URL"]]
@@ -183,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p for p in pins.values() if not args.only or any(fnmatch.fnmatchcase(p.name, g) for g in args.only)
     ]
     present = installed()
-    status = install([pin for pin in chosen if present.get(pin.name) != pin.version])
+    try:
+        status = install([pin for pin in chosen if present.get(pin.name) != pin.version])
+    except LockError as exc:
+        print(f"ERROR: {exc}", flush=True)
+        status = 1
     settle(sys.prefix, started)
     return status
 

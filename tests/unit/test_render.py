@@ -228,9 +228,10 @@ def test_full_cells_carry_the_development_environment(
 ) -> None:
     pieces = (
         "build-essential git curl less openssh-server procps python3-dev tini vim-tiny",
-        f"COPY {DEV_SETUP_PATH} /tmp/dev-setup.sh\nRUN t=$(date +%s) \\\n"
-        " && sh /tmp/dev-setup.sh && rm /tmp/dev-setup.sh",
-        "rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
+        # kept, not deleted: a file deleted from a lower layer leaves a whiteout with the build's time
+        f"COPY {DEV_SETUP_PATH} /opt/pytorch-cuda-images/dev-setup.sh\nRUN t=$(date +%s.%N) \\\n"
+        " && sh /opt/pytorch-cuda-images/dev-setup.sh \\\n && sh /opt/pytorch-cuda-images/settle-layer.sh",
+        "rm -rf /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
         "WORKDIR /workspace\nEXPOSE 8888 22\n",
         'CMD ["lab"]',
     )
