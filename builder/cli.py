@@ -7,8 +7,10 @@ per problem on stderr and the error's exit code (`_Commands.invoke`, so typer's 
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -382,6 +384,31 @@ def push_command(
         force=force,
         create_project=create_project,
     )
+
+
+@app.command("sbom")
+def sbom_command(
+    target: Annotated[str, typer.Argument(help="A tag of the matrix (its local image) or an image.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The CycloneDX JSON document, alone on stdout.")
+    ] = False,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
+) -> None:
+    """The image's bill of materials (CycloneDX JSON, made after its smoke gate passed and stored in it)."""
+    from builder.build import sbom
+
+    out = Output()  # --json: the document as stored, byte for byte, as the one thing on stdout
+    image, document = sbom.of_image(target, matrix)
+    if as_json:
+        out.raw(document.decode())
+        return
+    doc = json.loads(document)
+    for kind, name, version in sbom.rows(doc):
+        out.result(f"{kind:5} {name} {version}")
+    facts = sbom.properties(doc)
+    counts = Counter(kind for kind, _, _ in sbom.rows(doc))
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    out.result(f"{image}: {sbom.SBOM_PATH}: {summary}; " + ", ".join(f"{k} {v}" for k, v in facts.items()))
 
 
 @app.command("mirror-bases")

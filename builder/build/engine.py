@@ -403,11 +403,15 @@ class Engine:
         env: Mapping[str, str] | None = None,
         shm_size: str | None = None,
         memlock_unlimited: bool = False,
+        entrypoint: list[str] | None = None,
     ) -> RunResult:
-        """Run a command to completion (or the timeout); the container is always removed."""
+        """Run a command to completion (or the timeout); the container is always removed. `entrypoint`
+        replaces the image's (a full image's supervisor) for a plain command."""
         self._check()
         started = time.perf_counter()
         options: dict[str, Any] = {"shm_size": shm_size} if shm_size else {}
+        if entrypoint is not None:
+            options["entrypoint"] = entrypoint
         with self.container(
             image, command, gpu=gpu, env=env, memlock_unlimited=memlock_unlimited, **options
         ) as container:
@@ -431,6 +435,54 @@ class Engine:
             seconds=time.perf_counter() - started,
             host_config=host_config,
         )
+
+    def read_file(self, image: str, path: str) -> bytes | None:
+        """One file of an image, read from a created (never started) container; None when absent."""
+        self._check()
+        try:
+            container = self.client.containers.create(image, ["true"], labels={ROLE_LABEL: "read"})
+        except docker.errors.ImageNotFound:
+            raise ConfigError(
+                f"no image {image} on this engine: build it first (make build TAG=...)"
+            ) from None
+        try:
+            chunks, _ = container.get_archive(path)
+            archive = io.BytesIO(b"".join(chunks))
+        except docker.errors.NotFound:
+            return None
+        finally:
+            container.remove(force=True)
+        with tarfile.open(fileobj=archive) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None else None
+            return extracted.read() if extracted is not None else None
+
+    def add_files(
+        self,
+        image: str,
+        files: Mapping[str, bytes],
+        *,
+        labels: Mapping[str, str],
+        log_path: Path,
+        nocache: bool = False,
+    ) -> str:
+        """A new image: `image` plus one layer holding `files` (absolute paths), byte for byte the same
+        layer for the same files. The layer is a tar the builder unpacks (`ADD layer.tar /`), whose
+        folders and files carry fixed times and owners; a plain `COPY` would stamp the folders it touches
+        with the build's time."""
+        layer = {name.lstrip("/"): data for name, data in files.items()}
+        dockerfile = f"FROM {image}\nADD layer.tar /\n"
+        context = {"Dockerfile": dockerfile.encode(), "layer.tar": context_tar(layer).getvalue()}
+        built = self.build(
+            context,
+            dockerfile="Dockerfile",
+            target="",
+            build_args={},
+            labels=labels,
+            log_path=log_path,
+            nocache=nocache,
+        )
+        return built.image_id
 
     # --- registry -------------------------------------------------------------------------------
     # Pushes and registry queries for builder/publish/. Credentials arrive as a docker-py auth_config

@@ -23,7 +23,7 @@ from builder.errors import ConfigError, MirrorError
 from builder.model import compat, profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
-from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references
+from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references, requirements_path
 from builder.model.platforms import (
     PLATFORMS,
     WHEEL_MACHINE,
@@ -189,13 +189,20 @@ def build_cell(
             engine.remove_image(result.image_id)
             raise
         output.info(f"{name}: smoke tests passed in {report.seconds:.1f} s")
+    try:
+        with output.step(f"{name}: SBOM"):
+            lock_text = context.get(requirements_path(cell.tag, tag_suffix(platform or cell.platforms[0])))
+            image_id = _with_sbom(engine, result.image_id, cell, lock_text, run_dir, base_ref, base_digest, chash)
+    except BaseException:
+        engine.remove_image(result.image_id)  # as a failed gate does: no untagged image left behind
+        raise
     references = local_references(cell, platform)
     for reference in references:
-        engine.tag(result.image_id, reference)
-    size = int(engine.image_attrs(result.image_id).get("Size", 0))
+        engine.tag(image_id, reference)
+    size = int(engine.image_attrs(image_id).get("Size", 0))
     return BuiltCell(
         cell=cell,
-        image_id=result.image_id,
+        image_id=image_id,
         tags=references,
         content_hash=chash,
         build_seconds=result.seconds,
@@ -203,6 +210,32 @@ def build_cell(
         size_bytes=size,
         platform=platform or "",
     )
+
+
+def _with_sbom(
+    engine: Engine,
+    image_id: str,
+    cell: Cell,
+    lock: bytes | None,
+    run_dir: Path,
+    base_ref: str,
+    base_digest: str,
+    chash: str,
+) -> str:
+    """The gated image plus its SBOM layer (a copy also in the run folder, for CI artifacts); the hashes
+    come from the platform's hash lock the build context carried."""
+    from builder.build import sbom  # cyclonedx-python-lib loads in about half a second: only when used
+
+    document = sbom.document(
+        cell,
+        sbom.collect(engine, image_id),
+        lock_text=lock.decode() if lock is not None else None,
+        base_ref=base_ref,
+        base_digest=base_digest,
+        content_hash=chash,
+    )
+    (run_dir / "sbom.cdx.json").write_bytes(document)
+    return sbom.store(engine, image_id, document, log_path=run_dir / "sbom-build.log")
 
 
 def build(

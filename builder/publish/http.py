@@ -1,9 +1,10 @@
-"""The registry's own HTTP API (Docker Registry HTTP API v2), for the three calls the engine cannot make.
+"""The registry's own HTTP API (Docker Registry HTTP API v2), for the calls the engine cannot make.
 
 docker-py speaks only to the engine, and the engine API has no call that reads an image config from a
-registry (the content-hash label of a remote image, without pulling it) or stores a manifest under another
-tag (a registry-side retag, without pushing). Those go here: GET manifest, GET config blob, PUT manifest,
-with Basic or Bearer (Harbor) auth and the CA the engine trusts for the registry.
+registry (the content-hash label of a remote image, without pulling it), stores a manifest under another
+tag (a registry-side retag, without pushing) or pushes anything but an image (the SBOM artifact). Those go
+here: GET manifest, GET config blob, PUT manifest, a small blob upload, with Basic or Bearer (Harbor) auth
+and the CA the engine trusts for the registry.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class RegistryHttp:
                     continue
                 if exc.code == 404:
                     return 404, {}, b""
-                raise RegistryError(self._redact(f"{method} {url}: HTTP {exc.code} {exc.reason}")) from None
+                why = f"HTTP {exc.code} {exc.reason}{registry_error(exc.read())}"
+                raise RegistryError(self._redact(f"{method} {url}: {why}")) from None
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise RegistryError(self._redact(f"{method} {url}: {reason}")) from None
@@ -171,14 +173,53 @@ class RegistryHttp:
 
     def put_manifest(self, repository: str, tag: str, media_type: str, body: bytes) -> str:
         """Store a manifest under a tag (a registry-side retag); returns the digest the registry reports."""
+        return self.put_manifest_headers(repository, tag, media_type, body).get("docker-content-digest", "")
+
+    def put_manifest_headers(
+        self, repository: str, reference: str, media_type: str, body: bytes
+    ) -> dict[str, str]:
+        """Store a manifest under a tag or its digest; the response headers (`OCI-Subject`: the registry
+        keeps referrers itself)."""
         _, headers, _ = self.request(
             "PUT",
-            f"/v2/{repository}/manifests/{tag}",
+            f"/v2/{repository}/manifests/{reference}",
             scope=f"repository:{repository}:pull,push",
             headers={"Content-Type": media_type},
             data=body,
         )
-        return headers.get("docker-content-digest", "")
+        return headers
+
+    def upload_blob(self, repository: str, data: bytes) -> str:
+        """Upload a small blob in one request (monolithic POST then PUT), unless the registry has it; its
+        digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        scope = f"repository:{repository}:pull,push"
+        status, _, _ = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope)
+        if status == 200:
+            return digest
+        _, headers, _ = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, data=b"")
+        location = headers.get("location", "")
+        if not location:
+            raise RegistryError(f"{self.host}/{repository}: the registry gave no upload location")
+        parsed = urllib.parse.urlsplit(location)
+        query = "&".join(filter(None, [parsed.query, urllib.parse.urlencode({"digest": digest})]))
+        self.request(
+            "PUT",
+            f"{parsed.path}?{query}",
+            scope=scope,
+            headers={"Content-Type": "application/octet-stream"},
+            data=data,
+        )
+        return digest
+
+
+def registry_error(body: bytes) -> str:
+    """`: CODE message` of a registry's JSON error body (the first error), or ""."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return f": {first.get('code', '')} {first.get('message', '')}".rstrip()
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
 
 
 def ssl_context(host: str, env: Mapping[str, str] | None = None) -> ssl.SSLContext:

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
@@ -29,6 +30,7 @@ from builder.model.naming import (
     platform_tag,
 )
 from builder.output import Output
+from builder.publish import referrers
 from builder.publish.credentials import Credentials, auth_config, lookup_credentials
 from builder.publish.harbor import ensure_harbor_project
 from builder.publish.http import RegistryHttp, remote_content_hash
@@ -161,6 +163,7 @@ class PushResult:
     skipped: str = ""  # why nothing was pushed ("" when pushed)
     floating_moved: bool = False  # False: the floating tag already pointed at `digest`
     seconds: float = 0.0
+    sbom: str = ""  # what happened to the image's SBOM referrer ("" when none was attached)
 
     def lines(self) -> list[str]:
         """What happened, for stdout."""
@@ -173,6 +176,8 @@ class PushResult:
             out.append(f"moved {floating} -> {self.digest}")
         else:
             out.append(f"unchanged {floating} (already {self.digest})")
+        if self.sbom:
+            out.append(self.sbom)
         out.append(f"done in {self.seconds:.2f} s")
         return out
 
@@ -335,6 +340,39 @@ def push_verified(
     return digest
 
 
+def attach_sbom(
+    engine: Engine,
+    plan: PushPlan,
+    target: Target,
+    http: RegistryHttp,
+    digest: str,
+    *,
+    policy: RetryPolicy,
+    output: Output,
+) -> str:
+    """Push the SBOM the local image carries as a referrer of the pushed manifest; what happened, as a
+    line. A registry that refuses it gets a warning: the image push stands."""
+    from builder.build import sbom
+
+    document = sbom.read(engine, plan.local) if digest else None
+    if document is None:
+        return ""
+    try:
+        attached = with_retries(
+            policy,
+            f"attaching the SBOM to {plan.immutable}",
+            lambda: referrers.attach(
+                http, target.repository, digest, sbom.MEDIA_TYPE, document, Path(sbom.SBOM_PATH).name
+            ),
+            output.info,
+        )
+    except RegistryError as exc:
+        output.warning(f"SBOM not attached to {plan.immutable}@{digest} (the image push stands): {exc}")
+        return ""
+    action = "attached" if attached.new else "unchanged"
+    return f"{action} SBOM {attached.digest} to {plan.immutable}@{digest} ({attached.via})"
+
+
 def _copy_manifest(
     http: RegistryHttp, source: str, destination: str, digest: str, policy: RetryPolicy, say: Say
 ) -> None:
@@ -378,9 +416,13 @@ class Publisher:
     ) -> PushResult:
         """Push one built cell (`image`: another local image instead of its local immutable tag)."""
         plan = plan_push(cell, self.target, local=image)
-        return push_cell(
+        result = push_cell(
             engine, plan, self.target, self.creds, policy=self.policy, output=output, force=force
         )
+        result.sbom = attach_sbom(
+            engine, plan, self.target, self.http(), result.digest, policy=self.policy, output=output
+        )
+        return result
 
     def http(self) -> RegistryHttp:
         return RegistryHttp(self.target.host, self.creds, insecure=self.target.insecure)

@@ -237,7 +237,8 @@ def test_unknown_option_is_a_one_line_usage_error() -> None:
 
 # --- --json: exactly one JSON document on stdout -----------------------------------------------------------
 
-JSON_COMMANDS = {"list", "explain", "build", "smoke", "doctor", "nightly"}  # engine ones: integration tests
+# engine ones (build, smoke, doctor, nightly, sbom): integration tests
+JSON_COMMANDS = {"list", "explain", "build", "smoke", "doctor", "nightly", "sbom"}
 
 
 def test_the_commands_with_json_are_known() -> None:

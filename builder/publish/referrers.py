@@ -1,0 +1,139 @@
+"""OCI referrers: an artifact pushed next to an image, whose manifest names the image as its `subject`.
+
+The SBOM goes to the registry this way (OCI image spec 1.1 artifact guidance, distribution spec 1.1
+referrers): the blob, the empty config, then an image manifest with `artifactType` and `subject`, pushed
+by digest. A registry with the referrers API (Harbor, which lists the artifact as an accessory of the
+image) answers that push with an `OCI-Subject` header and indexes it itself. Without one (distribution's
+`docker-registry`), the referrers tag schema: the tag `sha256-<hex of the subject digest>` holds an OCI
+index listing the subject's referrers, which the pusher reads, extends and writes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from builder.errors import RegistryError
+from builder.publish.http import MANIFEST_TYPES, RegistryHttp
+from builder.publish.index import OCI_INDEX
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_CONFIG = {  # the OCI empty descriptor: `{}`, for an artifact without a config of its own
+    "mediaType": "application/vnd.oci.empty.v1+json",
+    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+    "size": 2,
+}
+TITLE = "org.opencontainers.image.title"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """An artifact in the registry, and how its subject finds it."""
+
+    digest: str
+    via: str  # "referrers API" or "tag sha256-..."
+    new: bool  # False: it was listed already
+
+
+def fallback_tag(subject_digest: str) -> str:
+    """The referrers tag schema's tag for a subject: `sha256:abc...` -> `sha256-abc...`."""
+    algorithm, _, hexdigest = subject_digest.partition(":")
+    return f"{algorithm}-{hexdigest}"[:128]
+
+
+def artifact_manifest(
+    artifact_type: str, blob_digest: str, blob_size: int, title: str, subject: dict[str, Any]
+) -> bytes:
+    """The artifact's manifest (no time in it: the same blob and subject give the same digest)."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": EMPTY_CONFIG,
+        "layers": [
+            {
+                "mediaType": artifact_type,
+                "digest": blob_digest,
+                "size": blob_size,
+                "annotations": {TITLE: title},
+            }
+        ],
+        "subject": subject,
+    }
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def with_referrer(index: dict[str, Any] | None, descriptor: dict[str, Any]) -> dict[str, Any] | None:
+    """The tag schema's index with `descriptor` added; None when it is listed already."""
+    current = index or {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    if any(m.get("digest") == descriptor["digest"] for m in current.get("manifests", [])):
+        return None
+    return {**current, "manifests": [*current.get("manifests", []), descriptor]}
+
+
+def subject_descriptor(http: RegistryHttp, repository: str, digest: str) -> dict[str, Any]:
+    """The image manifest's descriptor (media type, digest, size), as the registry serves it."""
+    found = http.manifest(repository, digest)
+    if found is None:
+        raise RegistryError(f"{http.host}/{repository}@{digest}: no such manifest")
+    return {"mediaType": found[1].split(";")[0], "digest": digest, "size": len(found[2])}
+
+
+def attach(
+    http: RegistryHttp, repository: str, subject_digest: str, artifact_type: str, blob: bytes, title: str
+) -> Attached:
+    """Push `blob` as an artifact referring to `repository@subject_digest`."""
+    subject = subject_descriptor(http, repository, subject_digest)
+    blob_digest = http.upload_blob(repository, blob)
+    http.upload_blob(repository, b"{}")
+    manifest = artifact_manifest(artifact_type, blob_digest, len(blob), title, subject)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    headers = http.put_manifest_headers(repository, digest, OCI_MANIFEST, manifest)
+    if headers.get("oci-subject") == subject_digest:
+        return Attached(digest, "referrers API", new=True)
+    tag = fallback_tag(subject_digest)
+    found = http.manifest(repository, tag, accept=(OCI_INDEX,))
+    index = json.loads(found[2]) if found is not None else None
+    descriptor = {
+        "mediaType": OCI_MANIFEST,
+        "digest": digest,
+        "size": len(manifest),
+        "artifactType": artifact_type,
+    }
+    updated = with_referrer(index, descriptor)
+    if updated is None:
+        return Attached(digest, f"tag {tag}", new=False)
+    body = json.dumps(updated, separators=(",", ":")).encode()
+    http.put_manifest_headers(repository, tag, OCI_INDEX, body)
+    return Attached(digest, f"tag {tag}", new=True)
+
+
+def referrers(
+    http: RegistryHttp, repository: str, subject_digest: str, artifact_type: str | None = None
+) -> list[dict[str, Any]]:
+    """The descriptors of a subject's referrers: the referrers API, else (404) the tag schema's index."""
+    path = f"/v2/{repository}/referrers/{subject_digest}"
+    status, _, body = http.request(
+        "GET", path, scope=f"repository:{repository}:pull", headers={"Accept": OCI_INDEX}
+    )
+    if status == 404:
+        found = http.manifest(repository, fallback_tag(subject_digest), accept=(OCI_INDEX,))
+        body = found[2] if found is not None else b'{"manifests": []}'
+    listed: list[dict[str, Any]] = json.loads(body).get("manifests", [])
+    return [m for m in listed if artifact_type is None or m.get("artifactType") == artifact_type]
+
+
+def fetch_artifact(http: RegistryHttp, repository: str, manifest_digest: str) -> bytes | None:
+    """The first layer (the document) of an artifact manifest."""
+    found = http.manifest(repository, manifest_digest, accept=(OCI_MANIFEST, *MANIFEST_TYPES))
+    if found is None:
+        return None
+    layers = json.loads(found[2]).get("layers", [])
+    if not layers:
+        return None
+    status, _, body = http.request(
+        "GET", f"/v2/{repository}/blobs/{layers[0]['digest']}", scope=f"repository:{repository}:pull"
+    )
+    return None if status == 404 else body

@@ -1,0 +1,150 @@
+"""The SBOM of a real image (the CPU cell): made after the gate, stored in its own reproducible top layer,
+printed by `sbom`, and pushed as an OCI referrer to Debian's docker-registry (the sandbox's registry
+software, which has no referrers API: the tag schema's index lists it), checked with an independent
+client (plain HTTP to /v2/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.build import sbom
+from tests.conftest import unavailable
+from tests.integration.conftest import Cli
+from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+
+pytestmark = pytest.mark.integration
+
+CPU_TAG = "2.13-cpu-debian12"
+CPU_IMMUTABLE = "2.13.0-cpu-debian12"
+REPOSITORY = "sbom/pytorch-cuda-images"
+INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def built(cli: Cli, engine, tmp_path_factory: pytest.TempPathFactory) -> str:  # type: ignore[no-untyped-def]
+    result = cli("build", CPU_TAG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{CPU_TAG}: SBOM" in result.stderr
+    return str(engine.image_attrs(f"pytorch-cuda-images:{CPU_TAG}")["Id"])
+
+
+@pytest.fixture(scope="module")
+def document(cli: Cli, built: str) -> bytes:
+    result = cli("sbom", CPU_TAG, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.encode()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
+    missing = missing_tools(tls=False, auth=False)
+    if missing:
+        unavailable(f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)")
+    registry = LoopbackRegistry(tmp_path_factory.mktemp("sbom-registry"), tls=False, auth=False)
+    registry.start()
+    yield registry
+    registry.close()
+    for image in engine.client.images.list():
+        for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+            if reference.startswith(f"{registry.host}/"):
+                engine.remove_image(reference, keep_parents=True)
+
+
+def push(cli: Cli, registry: LoopbackRegistry, tmp: Path) -> subprocess.CompletedProcess[str]:
+    (tmp / "docker-config").mkdir(exist_ok=True)
+    env = {
+        "REGISTRY": f"{registry.host}/sbom",
+        "DOCKER_CONFIG": str(tmp / "docker-config"),
+        "PUSH_RETRY_MAX_S": "20",
+    }
+    result = cli("push", CPU_TAG, extra_env=env, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return result
+
+
+def test_the_image_carries_a_valid_sbom_naming_torch_and_debian_packages(document: bytes) -> None:
+    assert sbom.validation_error(document) is None
+    doc = json.loads(document)
+    rows = sbom.rows(doc)
+    assert ("pypi", "torch", "2.13.0+cpu") in rows
+    assert any(kind == "pypi" and name == "numpy" for kind, name, _ in rows)
+    debs = {name for kind, name, _ in rows if kind == "deb"}
+    assert {"libc6", "python3", "ca-certificates"} <= debs, sorted(debs)[:20]
+    assert sum(kind == "oci" for kind, _, _ in rows) == 1
+    purls = [c["purl"] for c in doc["components"]]
+    assert any(p.startswith("pkg:deb/debian/libc6@") and "arch=amd64" in p for p in purls)
+    facts = sbom.properties(doc)
+    assert facts["torch"] == "2.13.0+cpu"
+    assert facts["cuda"] == "none"
+
+
+def test_the_sbom_layer_is_the_same_bytes_when_built_again(  # type: ignore[no-untyped-def]
+    document: bytes, built: str, engine, tmp_path: Path
+) -> None:
+    """The SBOM layer holds no build time: added again to the gated image without the cache, it is
+    the same layer (the same diff ID)."""
+    attrs = engine.image_attrs(built)
+    assert attrs["Config"]["Labels"][sbom.SBOM_LABEL] == sbom.SBOM_PATH
+    gated = attrs["Parent"]  # the build's intermediate images down to the one without the SBOM layer
+    while len(engine.image_attrs(gated)["RootFS"]["Layers"]) == len(attrs["RootFS"]["Layers"]):
+        gated = engine.image_attrs(gated)["Parent"]
+    time.sleep(1.1)  # another second on the clock than the build's
+    again = engine.add_files(
+        gated,
+        {sbom.SBOM_PATH: document},
+        labels={sbom.SBOM_LABEL: sbom.SBOM_PATH},
+        log_path=tmp_path / "sbom-build.log",
+        nocache=True,
+    )
+    try:
+        assert again != built  # really built again (another image config: its creation time)
+        assert engine.image_attrs(again)["RootFS"]["Layers"] == attrs["RootFS"]["Layers"]
+    finally:
+        engine.remove_image(again, keep_parents=True)
+
+
+def test_sbom_prints_one_line_per_component(cli: Cli, built: str) -> None:
+    result = cli("sbom", CPU_TAG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pypi  torch 2.13.0+cpu" in result.stdout.splitlines()
+    assert "cuda none" in result.stdout.splitlines()[-1]
+
+
+def test_the_push_attaches_it_as_a_referrer_found_through_the_tag_schema(
+    cli: Cli, built: str, document: bytes, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    first = push(cli, registry, tmp_path)
+    subject = registry.digest(REPOSITORY, CPU_IMMUTABLE)
+    assert subject is not None
+    assert f"(tag sha256-{subject.removeprefix('sha256:')})" in first.stdout
+    assert "attached SBOM sha256:" in first.stdout
+    # an independent client: no referrers API here, the tag schema's index lists the artifact
+    assert registry.get(f"/v2/{REPOSITORY}/referrers/{subject}")[0] == 404
+    status, _, body = registry.get(
+        f"/v2/{REPOSITORY}/manifests/sha256-{subject.removeprefix('sha256:')}", headers={"Accept": INDEX}
+    )
+    assert status == 200
+    (listed,) = json.loads(body)["manifests"]
+    assert listed["artifactType"] == sbom.MEDIA_TYPE
+    status, _, body = registry.get(
+        f"/v2/{REPOSITORY}/manifests/{listed['digest']}", headers={"Accept": OCI_MANIFEST}
+    )
+    manifest = json.loads(body)
+    assert manifest["subject"]["digest"] == subject
+    assert manifest["artifactType"] == sbom.MEDIA_TYPE
+    status, _, blob = registry.get(f"/v2/{REPOSITORY}/blobs/{manifest['layers'][0]['digest']}")
+    assert status == 200 and blob == document
+    # a second push: the same artifact, listed once
+    again = push(cli, registry, tmp_path)
+    assert f"unchanged SBOM {listed['digest']}" in again.stdout
+    status, _, body = registry.get(
+        f"/v2/{REPOSITORY}/manifests/sha256-{subject.removeprefix('sha256:')}", headers={"Accept": INDEX}
+    )
+    assert [m["digest"] for m in json.loads(body)["manifests"]] == [listed["digest"]]
