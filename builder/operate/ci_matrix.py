@@ -169,6 +169,7 @@ def gitlab(cells: Sequence[Cell], runners: Runners = GITLAB_RUNNERS, *, source: 
                 "paths": [
                     f"{run_dir(cell, platform)}/build.log",
                     f"{run_dir(cell, platform)}/smoke-result.json",
+                    f"{run_dir(cell, platform)}/sbom.cdx.json",
                     f"{results}/{cell.tag}.json",
                 ],
             },
