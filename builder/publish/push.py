@@ -351,23 +351,29 @@ def attach_sbom(
     output: Output,
 ) -> str:
     """Push the SBOM the local image carries as a referrer of the pushed manifest; what happened, as a
-    line. A registry that refuses it gets a warning: the image push stands."""
+    line. A manifest that lists an SBOM already is left alone (the SBOM is a layer of that manifest's
+    image, so it is the same document). A registry that refuses it gets a warning: the image push stands."""
     from builder.build import sbom
 
-    document = sbom.read(engine, plan.local) if digest else None
-    if document is None:
+    if not digest:
         return ""
+
+    def attach() -> referrers.Attached | None:
+        listed, via = referrers.referrers(http, target.repository, digest, sbom.MEDIA_TYPE)
+        if listed:
+            return referrers.Attached(str(listed[0].get("digest")), via, new=False)
+        document = sbom.read(engine, plan.local)
+        if document is None:
+            return None
+        title = Path(sbom.SBOM_PATH).name
+        return referrers.attach(http, target.repository, digest, sbom.MEDIA_TYPE, document, title)
+
     try:
-        attached = with_retries(
-            policy,
-            f"attaching the SBOM to {plan.immutable}",
-            lambda: referrers.attach(
-                http, target.repository, digest, sbom.MEDIA_TYPE, document, Path(sbom.SBOM_PATH).name
-            ),
-            output.info,
-        )
+        attached = with_retries(policy, f"attaching the SBOM to {plan.immutable}", attach, output.info)
     except RegistryError as exc:
         output.warning(f"SBOM not attached to {plan.immutable}@{digest} (the image push stands): {exc}")
+        return ""
+    if attached is None:
         return ""
     action = "attached" if attached.new else "unchanged"
     return f"{action} SBOM {attached.digest} to {plan.immutable}@{digest} ({attached.via})"
@@ -419,9 +425,11 @@ class Publisher:
         result = push_cell(
             engine, plan, self.target, self.creds, policy=self.policy, output=output, force=force
         )
+        started = time.perf_counter()
         result.sbom = attach_sbom(
             engine, plan, self.target, self.http(), result.digest, policy=self.policy, output=output
         )
+        result.seconds += time.perf_counter() - started
         return result
 
     def http(self) -> RegistryHttp:

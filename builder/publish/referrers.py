@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import RegistryError
-from builder.publish.http import MANIFEST_TYPES, RegistryHttp
+from builder.publish.http import RegistryHttp
 from builder.publish.index import OCI_INDEX
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -84,56 +84,51 @@ def subject_descriptor(http: RegistryHttp, repository: str, digest: str) -> dict
 def attach(
     http: RegistryHttp, repository: str, subject_digest: str, artifact_type: str, blob: bytes, title: str
 ) -> Attached:
-    """Push `blob` as an artifact referring to `repository@subject_digest`."""
+    """Push `blob` as an artifact referring to `repository@subject_digest` (nothing is written when the
+    subject lists it already)."""
     subject = subject_descriptor(http, repository, subject_digest)
-    blob_digest = http.upload_blob(repository, blob)
-    http.upload_blob(repository, b"{}")
+    blob_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     manifest = artifact_manifest(artifact_type, blob_digest, len(blob), title, subject)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    listed, via = referrers(http, repository, subject_digest)
+    if any(m.get("digest") == digest for m in listed):
+        return Attached(digest, via, new=False)
+    http.upload_blob(repository, blob)
+    http.upload_blob(repository, b"{}")
     headers = http.put_manifest_headers(repository, digest, OCI_MANIFEST, manifest)
     if headers.get("oci-subject") == subject_digest:
         return Attached(digest, "referrers API", new=True)
     tag = fallback_tag(subject_digest)
-    found = http.manifest(repository, tag, accept=(OCI_INDEX,))
-    index = json.loads(found[2]) if found is not None else None
     descriptor = {
         "mediaType": OCI_MANIFEST,
         "digest": digest,
         "size": len(manifest),
         "artifactType": artifact_type,
     }
-    updated = with_referrer(index, descriptor)
-    if updated is None:
-        return Attached(digest, f"tag {tag}", new=False)
-    body = json.dumps(updated, separators=(",", ":")).encode()
-    http.put_manifest_headers(repository, tag, OCI_INDEX, body)
+    found = http.manifest(repository, tag, accept=(OCI_INDEX,))
+    updated = with_referrer(json.loads(found[2]) if found is not None else None, descriptor)
+    if updated is not None:
+        http.put_manifest_headers(
+            repository, tag, OCI_INDEX, json.dumps(updated, separators=(",", ":")).encode()
+        )
     return Attached(digest, f"tag {tag}", new=True)
 
 
 def referrers(
     http: RegistryHttp, repository: str, subject_digest: str, artifact_type: str | None = None
-) -> list[dict[str, Any]]:
-    """The descriptors of a subject's referrers: the referrers API, else (404) the tag schema's index."""
-    path = f"/v2/{repository}/referrers/{subject_digest}"
+) -> tuple[list[dict[str, Any]], str]:
+    """The descriptors of a subject's referrers (of one artifact type) and where they were listed: the
+    referrers API, else (it answers 404) the tag schema's index (none when the tag is absent)."""
     status, _, body = http.request(
-        "GET", path, scope=f"repository:{repository}:pull", headers={"Accept": OCI_INDEX}
+        "GET",
+        f"/v2/{repository}/referrers/{subject_digest}",
+        scope=f"repository:{repository}:pull",
+        headers={"Accept": OCI_INDEX},
     )
+    via = "referrers API"
     if status == 404:
+        via = f"tag {fallback_tag(subject_digest)}"
         found = http.manifest(repository, fallback_tag(subject_digest), accept=(OCI_INDEX,))
-        body = found[2] if found is not None else b'{"manifests": []}'
+        body = found[2] if found is not None else b"{}"
     listed: list[dict[str, Any]] = json.loads(body).get("manifests", [])
-    return [m for m in listed if artifact_type is None or m.get("artifactType") == artifact_type]
-
-
-def fetch_artifact(http: RegistryHttp, repository: str, manifest_digest: str) -> bytes | None:
-    """The first layer (the document) of an artifact manifest."""
-    found = http.manifest(repository, manifest_digest, accept=(OCI_MANIFEST, *MANIFEST_TYPES))
-    if found is None:
-        return None
-    layers = json.loads(found[2]).get("layers", [])
-    if not layers:
-        return None
-    status, _, body = http.request(
-        "GET", f"/v2/{repository}/blobs/{layers[0]['digest']}", scope=f"repository:{repository}:pull"
-    )
-    return None if status == 404 else body
+    return [m for m in listed if artifact_type is None or m.get("artifactType") == artifact_type], via

@@ -5,15 +5,21 @@ client (plain HTTP to /v2/)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from builder.build import sbom
+from builder.publish import referrers
+from builder.publish.http import RegistryHttp
 from tests.conftest import unavailable
 from tests.integration.conftest import Cli
 from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
@@ -141,6 +147,11 @@ def test_the_push_attaches_it_as_a_referrer_found_through_the_tag_schema(
     assert manifest["artifactType"] == sbom.MEDIA_TYPE
     status, _, blob = registry.get(f"/v2/{REPOSITORY}/blobs/{manifest['layers'][0]['digest']}")
     assert status == 200 and blob == document
+    # the tool's own reader finds it the same way (the API answers 404, then the tag)
+    http = RegistryHttp(registry.host, None, insecure=True)
+    found, via = referrers.referrers(http, REPOSITORY, subject, sbom.MEDIA_TYPE)
+    assert [m["digest"] for m in found] == [listed["digest"]]
+    assert via == f"tag sha256-{subject.removeprefix('sha256:')}"
     # a second push: the same artifact, listed once
     again = push(cli, registry, tmp_path)
     assert f"unchanged SBOM {listed['digest']}" in again.stdout
@@ -148,3 +159,97 @@ def test_the_push_attaches_it_as_a_referrer_found_through_the_tag_schema(
         f"/v2/{REPOSITORY}/manifests/sha256-{subject.removeprefix('sha256:')}", headers={"Accept": INDEX}
     )
     assert [m["digest"] for m in json.loads(body)["manifests"]] == [listed["digest"]]
+
+
+class RefusingProxy(http.server.ThreadingHTTPServer):
+    """A registry in front of a real one that refuses OCI artifacts (as registries without OCI 1.1
+    support answer): a manifest PUT with an `artifactType` gets 400 MANIFEST_INVALID; the rest passes."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    server: RefusingProxy
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "PUT" and "/manifests/" in self.path and b'"artifactType"' in body:
+            error = b'{"errors":[{"code":"MANIFEST_INVALID","message":"artifacts are not accepted"}]}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(
+            f"http://{self.server.upstream}{self.path}",
+            data=body or None,
+            method=self.command,
+            headers=headers,
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        try:
+            response = opener.open(request, timeout=60)
+            status, reply_headers, payload = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as exc:
+            status, reply_headers, payload = exc.code, exc.headers, exc.read()
+        self.send_response(status)
+        for key, value in reply_headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                self.send_header(key, value.replace(self.server.upstream, self.server.host))
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def test_a_registry_that_refuses_the_artifact_gets_a_warning_and_the_push_stands(
+    cli: Cli,
+    built: str,
+    registry: LoopbackRegistry,
+    engine,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from builder.model.naming import LOCAL_REPOSITORY
+
+    repository = "refused/pytorch-cuda-images"
+    for tag in (CPU_IMMUTABLE, CPU_TAG):  # the image is there already, straight from the engine
+        reference = f"{registry.host}/{repository}:{tag}"
+        engine.tag(f"{LOCAL_REPOSITORY}:{CPU_TAG}", reference)
+        engine.push(reference, auth=None)
+    subject = registry.digest(repository, CPU_IMMUTABLE)
+    proxy = RefusingProxy(registry.host)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "docker-config").mkdir()
+        env = {"REGISTRY": f"{proxy.host}/refused", "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+        result = cli("push", CPU_TAG, extra_env={**env, "PUSH_RETRY_MAX_S": "5"}, timeout=300)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: SBOM not attached")]
+    assert len(warnings) == 1, result.stderr[-3000:]
+    assert "MANIFEST_INVALID" in warnings[0] and "the image push stands" in warnings[0]
+    assert "Traceback" not in result.stderr
+    assert "SBOM" not in result.stdout
+    assert registry.digest(repository, CPU_IMMUTABLE) == subject
+    assert registry.digest(repository, CPU_TAG) == subject
+    assert registry.get(f"/v2/{repository}/manifests/sha256-{subject.removeprefix('sha256:')}")[0] == 404

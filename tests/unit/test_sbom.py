@@ -62,16 +62,20 @@ def cuda_cell(default_matrix: Any) -> Any:
     return default_matrix.cell("2.14-cuda13.0-debian12")
 
 
-@pytest.fixture(scope="module")
-def document(cuda_cell: Any) -> bytes:
+def make_document(cell: Any, lock_text: str | None = LOCK) -> bytes:
     return sbom.document(
-        cuda_cell,
+        cell,
         FACTS,
-        lock_text=LOCK,
+        lock_text=lock_text,
         base_ref="docker.io/library/debian:12",
         base_digest=BASE_DIGEST,
         content_hash="e" * 64,
     )
+
+
+@pytest.fixture(scope="module")
+def document(cuda_cell: Any) -> bytes:
+    return make_document(cuda_cell)
 
 
 def components(document: bytes) -> dict[str, dict[str, Any]]:
@@ -130,23 +134,8 @@ def test_the_cells_cuda_facts_are_properties(document: bytes, cuda_cell: Any) ->
 
 
 def test_the_same_image_gives_the_same_bytes(document: bytes, cuda_cell: Any) -> None:
-    again = sbom.document(
-        cuda_cell,
-        FACTS,
-        lock_text=LOCK,
-        base_ref="docker.io/library/debian:12",
-        base_digest=BASE_DIGEST,
-        content_hash="e" * 64,
-    )
-    assert again == document
-    other = sbom.document(
-        cuda_cell,
-        FACTS,
-        lock_text=None,
-        base_ref="docker.io/library/debian:12",
-        base_digest=BASE_DIGEST,
-        content_hash="e" * 64,
-    )
+    assert make_document(cuda_cell) == document
+    other = make_document(cuda_cell, lock_text=None)
     assert json.loads(other)["serialNumber"] != json.loads(document)["serialNumber"]
 
 
