@@ -163,7 +163,7 @@ class PushResult:
     skipped: str = ""  # why nothing was pushed ("" when pushed)
     floating_moved: bool = False  # False: the floating tag already pointed at `digest`
     seconds: float = 0.0
-    sbom: str = ""  # what happened to the image's SBOM referrer ("" when none was attached)
+    sbom: str = ""  # what happened to the image's SBOM referrer, timed apart ("" when none was attached)
 
     def lines(self) -> list[str]:
         """What happened, for stdout."""
@@ -176,9 +176,9 @@ class PushResult:
             out.append(f"moved {floating} -> {self.digest}")
         else:
             out.append(f"unchanged {floating} (already {self.digest})")
+        out.append(f"done in {self.seconds:.2f} s")
         if self.sbom:
             out.append(self.sbom)
-        out.append(f"done in {self.seconds:.2f} s")
         return out
 
 
@@ -357,6 +357,7 @@ def attach_sbom(
 
     if not digest:
         return ""
+    started = time.perf_counter()
 
     def attach() -> referrers.Attached | None:
         listed, via = referrers.referrers(http, target.repository, digest, sbom.MEDIA_TYPE)
@@ -376,7 +377,8 @@ def attach_sbom(
     if attached is None:
         return ""
     action = "attached" if attached.new else "unchanged"
-    return f"{action} SBOM {attached.digest} to {plan.immutable}@{digest} ({attached.via})"
+    seconds = time.perf_counter() - started
+    return f"{action} SBOM {attached.digest} to {plan.immutable}@{digest} ({attached.via}, {seconds:.2f} s)"
 
 
 def _copy_manifest(
@@ -425,11 +427,9 @@ class Publisher:
         result = push_cell(
             engine, plan, self.target, self.creds, policy=self.policy, output=output, force=force
         )
-        started = time.perf_counter()
         result.sbom = attach_sbom(
             engine, plan, self.target, self.http(), result.digest, policy=self.policy, output=output
         )
-        result.seconds += time.perf_counter() - started
         return result
 
     def http(self) -> RegistryHttp:

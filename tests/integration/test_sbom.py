@@ -6,6 +6,7 @@ client (plain HTTP to /v2/)."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import subprocess
 import threading
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from builder.build import sbom
+from builder.model import matrix
 from builder.publish import referrers
 from builder.publish.http import RegistryHttp
-from tests.conftest import unavailable
+from tests.conftest import REPO, unavailable
 from tests.integration.conftest import Cli
 from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
 
@@ -129,7 +131,7 @@ def test_the_push_attaches_it_as_a_referrer_found_through_the_tag_schema(
     first = push(cli, registry, tmp_path)
     subject = registry.digest(REPOSITORY, CPU_IMMUTABLE)
     assert subject is not None
-    assert f"(tag sha256-{subject.removeprefix('sha256:')})" in first.stdout
+    assert f"(tag sha256-{subject.removeprefix('sha256:')}, " in first.stdout
     assert "attached SBOM sha256:" in first.stdout
     # an independent client: no referrers API here, the tag schema's index lists the artifact
     assert registry.get(f"/v2/{REPOSITORY}/referrers/{subject}")[0] == 404
@@ -221,35 +223,49 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_a_registry_that_refuses_the_artifact_gets_a_warning_and_the_push_stands(
-    cli: Cli,
     built: str,
     registry: LoopbackRegistry,
-    engine,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    engine,  # type: ignore[no-untyped-def]
 ) -> None:
+    """The push's SBOM step against a registry that refuses OCI artifacts: one warning line, the image and
+    its tags untouched. (The image goes in straight from the engine; only the SBOM step talks to the
+    refusing registry.)"""
     from builder.model.naming import LOCAL_REPOSITORY
+    from builder.output import Output
+    from builder.publish.push import RetryPolicy, attach_sbom, plan_push
+    from builder.publish.target import Target
 
     repository = "refused/pytorch-cuda-images"
-    for tag in (CPU_IMMUTABLE, CPU_TAG):  # the image is there already, straight from the engine
+    for tag in (CPU_IMMUTABLE, CPU_TAG):
         reference = f"{registry.host}/{repository}:{tag}"
         engine.tag(f"{LOCAL_REPOSITORY}:{CPU_TAG}", reference)
         engine.push(reference, auth=None)
     subject = registry.digest(repository, CPU_IMMUTABLE)
+    assert subject is not None
     proxy = RefusingProxy(registry.host)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    stderr = io.StringIO()
     try:
-        (tmp_path / "docker-config").mkdir()
-        env = {"REGISTRY": f"{proxy.host}/refused", "DOCKER_CONFIG": str(tmp_path / "docker-config")}
-        result = cli("push", CPU_TAG, extra_env={**env, "PUSH_RETRY_MAX_S": "5"}, timeout=300)
+        target = Target(proxy.host, repository, insecure=True)
+        cell = matrix.load(REPO / "matrix.yaml").cell(CPU_TAG)
+        line = attach_sbom(
+            engine,
+            plan_push(cell, target),
+            target,
+            RegistryHttp(proxy.host, None, insecure=True),
+            subject,
+            policy=RetryPolicy(attempts=2, max_seconds=5),
+            output=Output(stderr=stderr),
+        )
     finally:
         proxy.shutdown()
         proxy.server_close()
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: SBOM not attached")]
-    assert len(warnings) == 1, result.stderr[-3000:]
-    assert "MANIFEST_INVALID" in warnings[0] and "the image push stands" in warnings[0]
-    assert "Traceback" not in result.stderr
-    assert "SBOM" not in result.stdout
+    assert line == ""
+    warnings = [w for w in stderr.getvalue().splitlines() if w.startswith("warning: SBOM not attached")]
+    assert len(warnings) == 1, stderr.getvalue()
+    assert "MANIFEST_INVALID" in warnings[0]
+    assert "the image push stands" in warnings[0]
     assert registry.digest(repository, CPU_IMMUTABLE) == subject
     assert registry.digest(repository, CPU_TAG) == subject
-    assert registry.get(f"/v2/{repository}/manifests/sha256-{subject.removeprefix('sha256:')}")[0] == 404
+    fallback = f"/v2/{repository}/manifests/sha256-{subject.removeprefix('sha256:')}"
+    assert registry.get(fallback)[0] == 404
