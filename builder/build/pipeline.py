@@ -192,7 +192,9 @@ def build_cell(
     try:
         with output.step(f"{name}: SBOM"):
             lock_text = context.get(requirements_path(cell.tag, tag_suffix(platform or cell.platforms[0])))
-            image_id = _with_sbom(engine, result.image_id, cell, lock_text, run_dir, base_ref, base_digest, chash)
+            image_id = _with_sbom(
+                engine, result.image_id, cell, lock_text, run_dir, base_ref, base_digest, chash
+            )
     except BaseException:
         engine.remove_image(result.image_id)  # as a failed gate does: no untagged image left behind
         raise

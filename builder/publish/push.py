@@ -446,6 +446,11 @@ class Publisher:
             reference = self.target.reference(platform_tag(immutable_tag(cell), platform))
             digest = push_verified(engine, local, reference, auth, self.policy, output)
             lines.append(f"pushed {reference}@{digest} ({platform}, digest verified)")
+            plan = PushPlan(local=local, immutable=reference, floating=reference)
+            sbom = attach_sbom(
+                engine, plan, self.target, self.http(), digest, policy=self.policy, output=output
+            )
+            lines.extend([sbom] if sbom else [])  # each platform's image carries its own SBOM
         missing = [p for p in cell.platforms if p not in platforms]
         if missing:
             lines.append(
