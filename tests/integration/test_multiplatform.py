@@ -31,13 +31,17 @@ TAG = "2.14-cuda13.0-debian13"  # linux/amd64 + linux/arm64 in the shipped matri
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackRegistry]:
+def registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
     if missing_tools(tls=False, auth=False) or shutil.which("skopeo") is None:
         unavailable("docker-registry and skopeo are needed (scripts/sandbox-deps.sh installs them)")
     registry = LoopbackRegistry(tmp_path_factory.mktemp("multiplatform"), tls=False, auth=False)
     registry.start()
     yield registry
     registry.close()
+    for image in engine.client.images.list():  # the local `127.0.0.1:PORT/...` tags the pushes left
+        for reference in image.tags:
+            if reference.startswith(f"{registry.host}/"):
+                engine.remove_image(reference)
 
 
 @pytest.fixture(scope="module")
