@@ -5,6 +5,9 @@ runs on aarch64; torch, CUDA, cuDNN and NCCL report the wheel's versions), and `
 index with both platforms under the immutable and floating tags.
 
 About an hour on a 2-core machine (debootstrap's second stage and pip under QEMU); 12 GB of images.
+Known failure on Debian 12's qemu-user-static 7.2: `import torch` (2.14.1 aarch64) crashes under emulation
+(xbyak_aarch64 cannot read MIDR_EL1 from sysfs, then SIGSEGV; pytorch/pytorch#188255), so the arm64 gate
+fails there and, as it must, nothing is pushed; on a native arm64 host or a QEMU that runs torch it passes.
 """
 
 from __future__ import annotations
