@@ -57,7 +57,8 @@ def main() -> int:
         work = Path(tmp)
         shutil.copy(REPO / "matrix.yaml", work / "matrix.yaml")
         shutil.copy(REPO / "matrix.lock", work / "matrix.lock")  # with the cells' hash locks in images/
-        shutil.copytree(REPO / "images", work / "images")
+        locks = shutil.ignore_patterns("Dockerfile", "cell.json", "build.log", "smoke-result.json")
+        shutil.copytree(REPO / "images", work / "images", ignore=locks)
         shutil.copytree(SHIPPED_TEMPLATES, work / "templates")
         build = [sys.executable, "-m", "builder", "build", TAG, "--out", str(work / "images")]
 

@@ -197,7 +197,8 @@ def main() -> int:
         # --- the temporary project: lock_bases on, a lock with a digest for every base ---------------------
         shutil.copy(REPO / "matrix.yaml", work / "matrix.yaml")
         shutil.copytree(SHIPPED_TEMPLATES, work / "templates")
-        shutil.copytree(REPO / "images", work / "images")  # with the cells' hash locks
+        locks = shutil.ignore_patterns("Dockerfile", "cell.json", "build.log", "smoke-result.json")
+        shutil.copytree(REPO / "images", work / "images", ignore=locks)  # the cells' hash locks
         spec = yaml.safe_load((work / "matrix.yaml").read_text())
         spec["mirrors"]["profiles"]["local"]["lock_bases"] = True
         (work / "matrix.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

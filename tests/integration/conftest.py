@@ -87,12 +87,17 @@ def engine(sandbox_info: sandbox.SandboxInfo):  # type: ignore[no-untyped-def]
             engine.remove_image(image.id, keep_parents=True)
 
 
+def only_hash_locks(folder: str, names: list[str]) -> list[str]:
+    """shutil.copytree's ignore: of images/, the cells' hash locks only (not a build's log or results)."""
+    return [n for n in names if Path(folder, n).is_file() and not n.startswith("requirements.")]
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """A copy of matrix.yaml, its locks (matrix.lock, images/ with each cell's hash lock) and templates/
     that a test may edit."""
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
     shutil.copy(REPO / "matrix.lock", tmp_path / "matrix.lock")
-    shutil.copytree(REPO / "images", tmp_path / "images")
+    shutil.copytree(REPO / "images", tmp_path / "images", ignore=only_hash_locks)
     shutil.copytree(SHIPPED_TEMPLATES, tmp_path / "templates")
     return tmp_path
