@@ -103,7 +103,7 @@ APT_SOURCES = {
 def expected_values(cell: Cell) -> dict[str, object]:
     """cell.json: what the in-image smoke suite checks the image against."""
     full = cell.variant == "full"
-    return {
+    values: dict[str, object] = {
         "tag": cell.tag,
         "immutable_tag": immutable_tag(cell),
         "variant": cell.variant,
@@ -116,6 +116,9 @@ def expected_values(cell: Cell) -> dict[str, object]:
         "min_driver": cell.min_driver,
         "gpu_archs": list(cell.gpu_archs),
     }
+    if cell.is_cuda and cell.gpu_archs_by_machine:
+        values["gpu_archs_by_machine"] = cell.gpu_archs_by_machine
+    return values
 
 
 SHIPPED_TEMPLATES = Path(str(resources.files("builder.resources").joinpath("templates")))

@@ -51,6 +51,7 @@ class Cell:
     min_driver: str | None = None  # the CUDA toolkit's own release driver: everything works from here on
     min_driver_compat: str | None = None  # minor-version compatibility floor: runs where SASS exists
     arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST, "7.5;8.0;9.0"
+    arm64_arch_list: str | None = None  # the same for the linux/arm64 wheel, where measured
     cuda_dev_base: str | None = None  # "wheels" | "nvidia" (full CUDA cells)
     cuda_toolkit: CudaToolkit | None = None  # full CUDA cells: where nvcc and CUDA_HOME come from
     size_budget_gb: float = 0.0
@@ -81,10 +82,15 @@ class Cell:
     @property
     def gpu_archs(self) -> tuple[str, ...]:
         """`7.5;8.0;9.0+PTX` -> ("sm_75", "sm_80", "sm_90")."""
-        if not self.arch_list:
-            return ()
-        archs = (a.replace("+PTX", "") for a in self.arch_list.split(";") if a)
-        return tuple("sm_" + a.replace(".", "") for a in archs)
+        return _sm_names(self.arch_list)
+
+    @property
+    def gpu_archs_by_machine(self) -> dict[str, list[str]]:
+        """The GPU architectures per CPU (`uname -m`) for a cell built for more than linux/amd64; an arm64
+        wheel whose list was never measured expects none (never amd64's list)."""
+        if self.platforms == (DEFAULT_PLATFORM,):
+            return {}
+        return {"x86_64": list(self.gpu_archs), "aarch64": list(_sm_names(self.arm64_arch_list))}
 
     @property
     def base_image_ref(self) -> str:
@@ -95,3 +101,10 @@ class Cell:
         """`torch==2.9.1+cu128` style requirement for a PyTorch-index package."""
         label = self.local_label if self.wheel_source == "pytorch" else ""
         return f"{package}=={version}{label}"
+
+
+def _sm_names(arch_list: str | None) -> tuple[str, ...]:
+    if not arch_list:
+        return ()
+    archs = (a.replace("+PTX", "") for a in arch_list.split(";") if a)
+    return tuple("sm_" + a.replace(".", "") for a in archs)

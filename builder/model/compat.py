@@ -31,6 +31,7 @@ class Aarch64Wheels(_Strict):
     download.pytorch.org/whl/cpu has a `+cpu` aarch64 build."""
 
     pypi: str  # "cpu", or the CUDA minor PyPI's aarch64 wheel carries
+    arch_list: str | None = None  # the aarch64 CUDA wheel's GPU architectures, where measured
     python: list[str]
     cpu_index: bool
     source: list[str] | str
@@ -344,3 +345,11 @@ def arch_list(key: CellKey, data: CompatData) -> str | None:
     if cuda is None:
         return None
     return data.torch[key.torch].arch_list.get(cuda, data.cuda[cuda].arch_list)
+
+
+def arm64_arch_list(key: CellKey, data: CompatData) -> str | None:
+    """The GPU architectures of the release's linux/arm64 CUDA wheel (None: a CPU cell, or not measured)."""
+    wheels = data.torch[key.torch].aarch64
+    if key.cuda is None or wheels is None or wheels.pypi != key.cuda:
+        return None
+    return wheels.arch_list

@@ -352,6 +352,7 @@ def resolve(
         min_driver=cuda_release.min_driver if cuda_release else None,
         min_driver_compat=compat.minor_version_driver(cuda, data) if cuda else None,
         arch_list=compat.arch_list(key, data),
+        arm64_arch_list=compat.arm64_arch_list(key, data),
         cuda_dev_base=dev_base,
         cuda_toolkit=compat.cuda_toolkit(cuda, os_release.python, dev_base, data)
         if cuda and dev_base

@@ -102,12 +102,15 @@ def _field(data: dict[str, Any], key: str, kind: type, optional: bool) -> Any:
     return value
 
 
-def parse_cell(data: object) -> Cell:
-    """Validate the decoded cell.json."""
+def parse_cell(data: object, machine: str | None = None) -> Cell:
+    """Validate the decoded cell.json; a multi-platform cell's GPU architectures are those of `machine`
+    (`uname -m`, this CPU by default)."""
     if not isinstance(data, dict):
         raise CellError("top level must be a JSON object")
     archs = _field(data, "gpu_archs", list, optional=True) or []
-    if not all(isinstance(a, str) for a in archs):
+    by_machine = _field(data, "gpu_archs_by_machine", dict, optional=True) or {}
+    archs = by_machine.get(machine or platform.machine(), archs)
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
         raise CellError("gpu_archs must be a list of strings")
     cell = Cell(
         tag=_field(data, "tag", str, optional=False),

@@ -824,3 +824,13 @@ def test_cells_sharing_os_python_and_base_render_the_same_base_stage(default_mat
         stages.setdefault((cell.base_image, cell.python_version), set()).add(base)
     assert len(stages) >= 4
     assert all(len(variants) == 1 for variants in stages.values()), {k: len(v) for k, v in stages.items()}
+
+
+def test_the_arm64_cell_expects_the_measured_aarch64_arch_list_and_single_platform_cells_no_map(
+    default_matrix: matrix.Matrix, rendered: dict[str, dict[str, bytes]]
+) -> None:
+    multi = json.loads(rendered["2.14-cuda13.0-debian13"]["cell.json"])
+    assert multi["gpu_archs_by_machine"]["aarch64"] == ["sm_80", "sm_90", "sm_100", "sm_110", "sm_120"]
+    assert multi["gpu_archs_by_machine"]["x86_64"] == multi["gpu_archs"]
+    single = json.loads(rendered["2.14-cuda13.0-debian12"]["cell.json"])
+    assert "gpu_archs_by_machine" not in single

@@ -533,3 +533,17 @@ def test_gpu_visible_keeps_the_reason() -> None:
     ctx = smoke.Context(cell=smoke.parse_cell(_cuda_cell()), torch_error="ModuleNotFoundError: torch")
     assert smoke.gpu_visible(ctx) == (False, "torch did not import")
     assert smoke.probe_gpu(ctx) is False and ctx.gpu_reason == "torch did not import"
+
+
+def test_a_multi_platform_cell_expects_the_gpu_architectures_of_the_cpu_it_runs_on() -> None:
+    """An arm64 image is judged by the aarch64 wheel's arch list, never by amd64's (a false failure)."""
+    data = {
+        **_cuda_cell(),
+        "gpu_archs": ["sm_75", "sm_86", "sm_90"],
+        "gpu_archs_by_machine": {"x86_64": ["sm_75", "sm_86", "sm_90"], "aarch64": ["sm_90", "sm_100"]},
+    }
+    assert smoke.parse_cell(data, machine="aarch64").gpu_archs == ["sm_90", "sm_100"]
+    assert smoke.parse_cell(data, machine="x86_64").gpu_archs == ["sm_75", "sm_86", "sm_90"]
+    assert smoke.parse_cell(data, machine="ppc64le").gpu_archs == ["sm_75", "sm_86", "sm_90"]
+    with pytest.raises(smoke.CellError):
+        smoke.parse_cell({**data, "gpu_archs_by_machine": {"aarch64": "sm_90"}}, machine="aarch64")
