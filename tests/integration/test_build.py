@@ -17,6 +17,7 @@ from unittest import mock
 import pytest
 import yaml
 
+from builder.build.sbom import SBOM_LABEL, SBOM_PATH
 from builder.model import matrix, profiles
 from builder.model.naming import requirements_path
 from tests.conftest import REPO
@@ -194,9 +195,10 @@ def test_docker_build_without_the_tool_builds_the_same_layers(
         checkout_kb = sum(p.stat().st_size for p in checkout.rglob("*") if p.is_file()) / 1000
         assert float(sent[1]) < checkout_kb / 2, (sent[0], checkout_kb)
         assert "Using cache" in result.stdout and " ---> Running in " not in result.stdout
-        assert (
-            engine.image_attrs(image)["RootFS"]["Layers"] == engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"]
-        )
+        # The tool's image is the same layers plus one it adds after the gate passed: the SBOM.
+        tool = engine.image_attrs(CPU_IMAGE)
+        assert tool["RootFS"]["Layers"][:-1] == engine.image_attrs(image)["RootFS"]["Layers"]
+        assert tool["Config"]["Labels"][SBOM_LABEL] == SBOM_PATH
     finally:
         engine.remove_image(image, keep_parents=True)
 
