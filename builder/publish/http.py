@@ -26,10 +26,16 @@ from builder.model.secrets import redact
 from builder.publish.credentials import Credentials
 
 CERTS_D = Path("/etc/docker/certs.d")  # where dockerd looks for a registry's CA (`<host:port>/ca.crt`)
-MANIFEST_TYPES = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-)
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json", OCI_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+
+def sha256_digest(data: bytes) -> str:
+    """The registry digest of a blob or manifest body: `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class RegistryHttp:
@@ -151,7 +157,7 @@ class RegistryHttp:
         )
         if status == 404:
             return None
-        digest = headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = headers.get("docker-content-digest") or sha256_digest(body)
         return digest, headers.get("content-type", MANIFEST_TYPES[0]), body
 
     def config_labels(self, repository: str, reference: str) -> dict[str, str] | None:
@@ -192,7 +198,7 @@ class RegistryHttp:
     def upload_blob(self, repository: str, data: bytes) -> str:
         """Upload a small blob in one request (monolithic POST then PUT), unless the registry has it; its
         digest."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         scope = f"repository:{repository}:pull,push"
         status, _, _ = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope)
         if status == 200:

@@ -7,17 +7,12 @@ puller's CPU. Through `builder.publish.http` (the engine cannot write an index).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 
 from builder.errors import RegistryError
 from builder.model.platforms import arch
-from builder.publish.http import MANIFEST_TYPES, RegistryHttp
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+from builder.publish.http import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, RegistryHttp, sha256_digest
 
 
 def index_body(children: Sequence[tuple[str, str, str, int]]) -> bytes:
@@ -48,13 +43,13 @@ def put_index(
         digest, media, body = found
         if media in INDEX_TYPES:
             raise RegistryError(f"{repository}:{reference} ({platform}) is itself an index")
-        if digest != "sha256:" + hashlib.sha256(body).hexdigest():
+        if digest != sha256_digest(body):
             raise RegistryError(
                 f"{repository}:{reference} ({platform}): digest {digest} does not match the manifest's body"
             )
         entries.append((platform, digest, media, len(body)))
     body = index_body(entries)
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    digest = sha256_digest(body)
     for tag in tags:
         http.put_manifest(repository, tag, OCI_INDEX, body)
         stored = http.manifest(repository, tag, accept=(*INDEX_TYPES, *MANIFEST_TYPES))

@@ -10,16 +10,13 @@ index listing the subject's referrers, which the pusher reads, extends and write
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import RegistryError
-from builder.publish.http import RegistryHttp
-from builder.publish.index import OCI_INDEX
+from builder.publish.http import OCI_INDEX, OCI_MANIFEST, RegistryHttp, sha256_digest
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 EMPTY_CONFIG = {  # the OCI empty descriptor: `{}`, for an artifact without a config of its own
     "mediaType": "application/vnd.oci.empty.v1+json",
     "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
@@ -87,9 +84,9 @@ def attach(
     """Push `blob` as an artifact referring to `repository@subject_digest` (nothing is written when the
     subject lists it already)."""
     subject = subject_descriptor(http, repository, subject_digest)
-    blob_digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    blob_digest = sha256_digest(blob)
     manifest = artifact_manifest(artifact_type, blob_digest, len(blob), title, subject)
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    digest = sha256_digest(manifest)
     listed, via = referrers(http, repository, subject_digest)
     if any(m.get("digest") == digest for m in listed):
         return Attached(digest, via, new=False)

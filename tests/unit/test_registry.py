@@ -328,3 +328,9 @@ def test_harbor_project_is_created_once(fake_harbor: str) -> None:
     assert json.loads(_FakeHarbor.seen[1][2]) == {"project_name": "ml", "metadata": {"public": "false"}}
     with pytest.raises(ConfigError, match="--create-project needs"):
         ensure_harbor_project(target, None)
+
+
+def test_sha256_digest_is_the_registry_digest_of_the_bytes() -> None:
+    from builder.publish.http import sha256_digest
+
+    assert sha256_digest(b"{}") == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
