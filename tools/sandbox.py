@@ -7,8 +7,8 @@ the pieces a build needs and serves them on 127.0.0.1 only:
 
 * ``dockerd`` (started in the background when no engine answers),
 * a plain-HTTP ``docker-registry`` holding debootstrapped Debian base images (Debian 12 always;
-  ``--os debian13`` adds Debian 13; ``--arch arm64`` registers QEMU's binfmt handlers and makes each
-  base for linux/arm64 too, under one image index per tag),
+  ``--os debian13`` adds Debian 13; ``--arch arm64`` registers Debian 13's QEMU (10.0, which runs torch)
+  as the binfmt handler and makes each base for linux/arm64 too, under one image index per tag),
 * ``pypiserver`` over a folder of wheels fetched once with ``pip download`` (``--os``/``--arch`` add
   the wheels of a test cell for that Python and CPU, resolved with ``uv pip compile``),
 * with ``up(with_proxy=True)``, the wheel cache (``builder.build.wheel_cache``: devpi-server on
@@ -28,11 +28,13 @@ import contextlib
 import functools
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -503,6 +505,151 @@ def _registry_has_base(info: SandboxInfo) -> bool:
     return BASE_TAG in _registry_tags(info.registry, BASE_REPOSITORY)
 
 
+# --------------------------------------------------------------------------- QEMU (binfmt)
+
+#: Where `--arch` gets its QEMU: Debian 13's `qemu-user` (static binaries since QEMU 9.1; they run on Debian
+#: 12 too), found through the suite's signed InRelease -> Packages.xz -> .deb sha256 chain. Debian 12's own
+#: qemu-user-static is 7.2, under which `import torch` (2.14.1 aarch64) segfaults.
+QEMU_SUITE = "trixie"
+QEMU_PACKAGE = "qemu-user"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+DOWNLOAD_TIMEOUT_S = 120.0
+
+
+def release_sha256(release: str, path: str) -> str:
+    """The SHA256 an (already verified) InRelease lists for `path` (`main/binary-amd64/Packages.xz`)."""
+    in_sha256 = False
+    for line in release.splitlines():
+        if not line.startswith(" "):
+            in_sha256 = line.strip() == "SHA256:"
+            continue
+        fields = line.split()
+        if in_sha256 and len(fields) == 3 and fields[2] == path:
+            return fields[0]
+    raise SandboxError(f"the signed release file lists no SHA256 for {path}")
+
+
+def package_stanza(packages: str, name: str) -> dict[str, str]:
+    """The single-line fields of package `name`'s stanza in a Packages index."""
+    for stanza in packages.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" ")
+        )
+        if fields.get("Package") == name:
+            return fields
+    raise SandboxError(f"the Packages index lists no {name}")
+
+
+def binfmt_line(conf: str, root: Path) -> str:
+    """Debian's binfmt.d line for a QEMU handler (`:qemu-aarch64:M::magic:mask:/usr/libexec/...:OPF`), its
+    interpreter moved under `root`, where the package was extracted."""
+    fields = conf.strip().split(":")
+    if len(fields) != 8 or not fields[6].startswith("/"):
+        raise SandboxError(f"unexpected binfmt.d line: {conf.strip()!r}")
+    fields[6] = str(root) + fields[6]
+    return ":".join(fields)
+
+
+def _download(url: str, dest: Path, sha256: str | None = None) -> Path:
+    """Fetch url into dest (kept when it already has the expected sha256); check the sha256 when given."""
+    if sha256 and dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha256:
+        return dest
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, partial.open("wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except OSError as err:
+        raise SandboxError(f"download {url}: {err}") from None
+    found = hashlib.sha256(partial.read_bytes()).hexdigest()
+    if sha256 and found != sha256:
+        partial.unlink()
+        raise SandboxError(f"download {url}: sha256 {found}, the signed index says {sha256}")
+    partial.rename(dest)
+    return dest
+
+
+def _debian_package(cache: Path, suite: str, package: str, log_file: Path) -> Path:
+    """A .deb of `suite` for this host's CPU, verified from Debian's archive key down: gpgv checks the
+    InRelease, which gives Packages.xz's sha256, which gives the .deb's."""
+    if not Path(DEBIAN_KEYRING).is_file():
+        raise SandboxError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
+    cache.mkdir(parents=True, exist_ok=True)
+    dists = f"{DEBIAN_MIRROR}/dists/{suite}"
+    signed = _download(f"{dists}/InRelease", cache / f"{suite}-InRelease")
+    release = cache / f"{suite}-Release"
+    release.unlink(missing_ok=True)  # gpgv writes what it verified, and never over a file
+    _run(["gpgv", "--keyring", DEBIAN_KEYRING, "--output", str(release), str(signed)], log_file)
+    host_arch = platforms.arch(platforms.native_platform())
+    index_path = f"main/binary-{host_arch}/Packages.xz"
+    packages_xz = _download(
+        f"{dists}/{index_path}",
+        cache / f"{suite}-{host_arch}-Packages.xz",
+        release_sha256(release.read_text(), index_path),
+    )
+    stanza = package_stanza(lzma.decompress(packages_xz.read_bytes()).decode(), package)
+    filename = stanza["Filename"]
+    return _download(f"{DEBIAN_MIRROR}/{filename}", cache / Path(filename).name, stanza["SHA256"])
+
+
+def _qemu_tree(state_dir: Path, arch: str, log_file: Path, notes: list[str]) -> Path:
+    """Debian 13's QEMU for `arch`, extracted under the state directory (its binfmt.d line, the emulator
+    and Debian's `*-binfmt-P` link to it); fetched and verified once."""
+    handler = platforms.BINFMT_HANDLER[arch]
+    conf = f"usr/share/qemu/binfmt.d/{handler}.conf"
+    for tree in sorted((state_dir / "qemu").glob(f"{QEMU_PACKAGE}_*")):
+        if (tree / conf).is_file():
+            return tree
+    deb = _debian_package(state_dir / "cache" / "debian-packages", QEMU_SUITE, QEMU_PACKAGE, log_file)
+    tree = state_dir / "qemu" / deb.name.removesuffix(".deb")
+    partial = tree.with_name(tree.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                wanted = name in (conf, f"usr/bin/{handler}") or (
+                    name.startswith("usr/libexec/qemu-binfmt/") and member.linkname.endswith(f"/{handler}")
+                )
+                if wanted:
+                    tar.extract(member, partial, filter="tar")
+    if proc.returncode != 0 or not (partial / conf).is_file():
+        raise SandboxError(f"{deb.name} holds no {conf} (dpkg-deb exit {proc.returncode})")
+    partial.rename(tree)
+    notes.append(f"fetched {deb.name}")
+    return tree
+
+
+def _ensure_binfmt(state_dir: Path, arch: str, notes: list[str]) -> None:
+    """Register a QEMU that runs torch as the kernel's binfmt_misc handler for `arch`, so that the engine
+    runs that CPU's binaries: Debian 13's static qemu-user with Debian's own registration line (flags
+    `OPF`: `F` makes the kernel open the emulator once, so containers use it without having it). An
+    older, disabled or container-blind registration (Debian 12's QEMU 7.2) is replaced."""
+    current = platforms.registered_qemu(arch)
+    if current is not None and current.usable:
+        notes.append(f"binfmt {arch}: {current.describe()}")
+        return
+    if os.geteuid() != 0:
+        raise SandboxError(f"registering QEMU for {arch} with the kernel (binfmt_misc) needs root")
+    log_file = _logs(state_dir) / "binfmt.log"
+    tree = _qemu_tree(state_dir, arch, log_file, notes)
+    handler = platforms.BINFMT_HANDLER[arch]
+    line = binfmt_line((tree / f"usr/share/qemu/binfmt.d/{handler}.conf").read_text(), tree)
+    if not Path(platforms.BINFMT_DIR, "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", platforms.BINFMT_DIR], log_file)
+    entry = platforms.binfmt_path(arch)
+    if entry.exists():
+        entry.write_text("-1")  # unregister the one in the way
+        notes.append(f"replaced {current.describe() if current else handler}")
+    Path(platforms.BINFMT_DIR, "register").write_text(line)
+    registered = platforms.registered_qemu(arch)
+    if registered is None or not registered.usable:
+        problem = registered.problem() if registered else "nothing is registered"
+        raise SandboxError(f"registered {line.split(':')[-2]} for {arch} but {problem} (log: {log_file})")
+    notes.append(f"binfmt {arch}: {registered.describe()}")
+
+
 # --------------------------------------------------------------------------- base images
 
 
@@ -537,26 +684,6 @@ def debian_base(os_name: str, arch: str = NATIVE_ARCH) -> DebianBase:
     if arch not in platforms.ARCHES:
         raise SandboxError(f"--arch {arch}: unknown; allowed: {', '.join(platforms.ARCHES)}")
     return DebianBase(os=os_name, version=release.version, suite=release.codename, arch=arch)
-
-
-def _ensure_binfmt(apt: _Apt, arch: str, notes: list[str]) -> None:
-    """Register QEMU's user-mode emulator for `arch` with the kernel (binfmt_misc), so that the engine
-    runs that CPU's binaries: Debian's qemu-user-static (statically linked, `F` flag: usable inside
-    containers) and binfmt-support's update-binfmts."""
-    if platforms.emulation_available(f"linux/{arch}"):
-        notes.append(f"binfmt {arch}: registered")
-        return
-    apt.ensure("qemu-user-static", platforms.QEMU_STATIC[arch])
-    apt.ensure("binfmt-support", "update-binfmts")
-    log_file = _logs(apt.state_dir) / "binfmt.log"
-    if not Path(platforms.BINFMT_DIR, "register").exists():
-        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", platforms.BINFMT_DIR], log_file)
-    _run(["update-binfmts", "--enable", platforms.BINFMT_HANDLER[arch]], log_file)
-    if not platforms.emulation_available(f"linux/{arch}"):
-        raise SandboxError(
-            f"update-binfmts ran but {platforms.binfmt_path(arch)} is not enabled (log: {log_file})"
-        )
-    notes.append(f"binfmt {arch}: enabled")
 
 
 def _rootfs_tarball(state_dir: Path, base: DebianBase, apt: _Apt, notes: list[str]) -> Path:
@@ -845,7 +972,7 @@ def up(
 
     `oses` (Debian OS values) get a base each, for every arch of `arches` plus the native one, and the
     wheels of the test cell 2.14-cuda13.0-<os> for each such platform; Debian 12 for amd64 is always
-    there. A foreign arch registers QEMU's binfmt handler first.
+    there. A foreign arch registers QEMU's binfmt handler first (a QEMU new enough to run torch).
     """
     state_dir = Path(state_dir).resolve()
     info = sandbox_info(state_dir)
@@ -862,7 +989,7 @@ def up(
             ("registry", lambda n: _ensure_registry(state_dir, info, apt, n)),
         ]
         for arch in chosen_arches[1:]:
-            steps.append((f"binfmt {arch}", functools.partial(_ensure_binfmt, apt, arch)))
+            steps.append((f"binfmt {arch}", functools.partial(_ensure_binfmt, state_dir, arch)))
         steps.append(
             ("base image", functools.partial(_ensure_base, state_dir, info, DEFAULT_OS, [NATIVE_ARCH], apt))
         )

@@ -13,7 +13,7 @@ from builder.build.engine import CDI_ALL_GPUS, Engine, GpuRequest, RunResult
 from builder.errors import ConfigError, ContainerStartError, EngineUnavailableError, SmokeFailedError
 from builder.model.cell import Cell
 from builder.model.naming import TAG_RE, local_references
-from builder.model.platforms import arch, binfmt_path, emulation_available, enable_hint
+from builder.model.platforms import arch, enable_hint, registered_qemu
 from builder.resources import smoke_suite
 
 IN_IMAGE_DIR = "/opt/pytorch-cuda-images"
@@ -300,22 +300,26 @@ def doctor(cell: Cell | None, cells: Sequence[Cell] = (), driver: str | None = N
 
 def platform_checks(cell: Cell | None, cells: Sequence[Cell], native: str) -> list[HostCheck]:
     """Whether this engine runs each platform the cell (or, without one, the matrix) is built for: its
-    own, or another under QEMU (binfmt); how to enable that when it cannot (a warning: CI builds each
-    platform on a native runner)."""
+    own, or another under QEMU (binfmt): which QEMU is registered and whether it is new enough to run
+    torch; how to enable one when not (a warning: CI builds each platform on a native runner)."""
     wanted = list(dict.fromkeys(p for c in ([cell] if cell else cells) for p in c.platforms)) or [native]
-    checks = []
-    for platform in wanted:
-        if platform == native:
-            checks.append(HostCheck(f"platform {platform}", "pass", "the engine's own"))
-        elif emulation_available(platform, native):
-            detail = (
-                f"runs under QEMU (binfmt handler {binfmt_path(arch(platform))} enabled): builds are slow"
-            )
-            checks.append(HostCheck(f"platform {platform}", "pass", detail))
-        else:
-            detail = f"this {native} engine cannot run it; {enable_hint(platform)}"
-            checks.append(HostCheck(f"platform {platform}", "warn", detail, blocking=False))
-    return checks
+    return [_platform_check(platform, native) for platform in wanted]
+
+
+def _platform_check(platform: str, native: str) -> HostCheck:
+    name = f"platform {platform}"
+    if platform == native:
+        return HostCheck(name, "pass", "the engine's own")
+    entry = registered_qemu(arch(platform))
+    if entry is None or not entry.enabled:
+        return HostCheck(
+            name, "warn", f"this {native} engine cannot run it; {enable_hint(platform)}", blocking=False
+        )
+    problem = entry.problem()
+    if problem is None:
+        return HostCheck(name, "pass", f"runs under {entry.describe()}: builds are slow")
+    detail = f"{entry.describe()} is registered but {problem}; {enable_hint(platform)}"
+    return HostCheck(name, "warn", detail, blocking=False)
 
 
 def driver_check(cell: Cell | None, driver: str | None, *, simulated: bool = False) -> HostCheck:

@@ -3,6 +3,7 @@ one is refused (include) or left out (matrix default, override) with its reason 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -219,3 +220,51 @@ def test_each_platform_has_its_own_hash_lock(tmp_path: Path) -> None:
     assert "requirements.linux-arm64.txt" in problem
     context = cell_lock.context_files(cell, REPO, {})
     assert sorted(context) == [f"images/{cell.tag}/requirements.linux-{a}.txt" for a in ("amd64", "arm64")]
+
+
+DEBIAN12_ENTRY = """enabled
+interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P
+flags: PF
+offset 0
+magic 7f454c460201010000000000000000000200b700
+mask ffffffffffffff00fffffffffffffffffeffffff
+"""
+
+
+def test_a_binfmt_entry_says_which_qemu_and_whether_it_runs_torch_in_containers() -> None:
+    entry = platforms.parse_binfmt(DEBIAN12_ENTRY)
+    assert (entry.enabled, entry.interpreter, entry.flags) == (
+        True,
+        "/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
+        "PF",
+    )
+    assert entry.fixed and entry.version is None and not entry.usable
+    assert "version is unknown" in (entry.problem() or "")
+    old = dataclasses.replace(
+        entry, version=platforms.parse_qemu_version("qemu-aarch64 version 7.2.19 (Debian)")
+    )
+    assert old.version == (7, 2, 19)
+    assert "older than 10.0" in (old.problem() or "") and not old.usable
+    assert old.describe() == "QEMU 7.2.19 (/usr/libexec/qemu-binfmt/aarch64-binfmt-P, flags PF)"
+    new = dataclasses.replace(
+        entry,
+        version=platforms.parse_qemu_version("qemu-aarch64 version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)"),
+    )
+    assert new.usable and new.problem() is None
+    assert "F flag" in (dataclasses.replace(new, flags="P").problem() or "")
+    assert dataclasses.replace(new, enabled=False).problem() == "the registration is disabled"
+    assert not platforms.parse_binfmt("disabled\n").enabled
+
+
+def test_doctor_names_the_registered_qemu_and_whether_it_is_new_enough() -> None:
+    from builder.build.gate import platform_checks
+
+    entry = platforms.registered_qemu("arm64")
+    cell = matrix.load().cell("2.14-cuda13.0-debian13")
+    (check,) = [c for c in platform_checks(cell, [], "linux/amd64") if c.name == f"platform {ARM}"]
+    if entry is None or not entry.enabled:
+        assert check.status == "warn" and "cannot run it" in check.detail
+    elif entry.usable:
+        assert check.status == "pass" and entry.describe() in check.detail
+    else:
+        assert check.status == "warn" and f"is registered but {entry.problem()}" in check.detail
