@@ -238,8 +238,61 @@ def push_cell(
     """Push a cell's image: skip when the registry has its content, else push and verify the immutable tag,
     then move the floating tag. A failure before the immutable tag is verified leaves the floating tag
     alone."""
+    with _auth_errors_explained(creds):
+        started = time.perf_counter()
+        auth = auth_config(creds)
+        say = output.info
+        if not engine.image_exists(plan.local):
+            raise RegistryError(
+                f"no local image {plan.local}: build it first (`python -m builder build ...`)"
+            )
+        attrs = engine.image_attrs(plan.local)
+        local_hash = ((attrs.get("Config") or {}).get("Labels") or {}).get(CONTENT_HASH_LABEL, "")
+        http = RegistryHttp(target.host, creds, insecure=target.insecure)
+
+        def check() -> tuple[str | None, str]:
+            remote = engine.registry_digest(plan.immutable, auth=auth)
+            if remote is None or force:
+                return remote, ""
+            if f"{plan.repository}@{remote}" in (attrs.get("RepoDigests") or []):
+                return remote, "the registry already holds this image (same digest)"
+            if local_hash and remote_content_hash(http, plan.immutable) == local_hash:
+                return remote, f"the registry already holds the same content (content hash {local_hash[:12]})"
+            return remote, ""
+
+        remote, skipped = with_retries(policy, f"checking {plan.immutable}", check, say)
+        if skipped:
+            digest = remote or ""
+            say(f"{plan.immutable}: {skipped}; nothing to push")
+        else:
+            digest = push_verified(engine, plan.local, plan.immutable, auth, policy, output)
+        result = PushResult(plan=plan, digest=digest, skipped=skipped)
+        floating = plan.floating
+        current = with_retries(
+            policy,
+            f"checking {floating}",
+            functools.partial(engine.registry_digest, floating, auth=auth),
+            say,
+        )
+        if current != digest:
+            if skipped and f"{plan.repository}@{digest}" not in (attrs.get("RepoDigests") or []):
+                _copy_manifest(http, plan.immutable, floating, digest, policy, say)
+            else:
+                moved = push_verified(engine, plan.local, floating, auth, policy, output)
+                if moved != digest:
+                    raise RegistryError(f"{floating} got {moved}, not the immutable tag's {digest}")
+            if engine.registry_digest(floating, auth=auth) != digest:
+                raise RegistryError(f"{floating} does not point at {digest} after moving it")
+            result.floating_moved = True
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+@contextlib.contextmanager
+def _auth_errors_explained(creds: Credentials | None) -> Iterator[None]:
+    """An authentication error names where the credentials came from (or that none were found)."""
     try:
-        return _push_cell(engine, plan, target, creds, policy=policy, output=output, force=force)
+        yield
     except RegistryError as exc:
         if _AUTH.search(str(exc)):
             where = (
@@ -249,63 +302,6 @@ def push_cell(
             )
             raise RegistryError(f"{exc} ({where})") from None
         raise
-
-
-def _push_cell(
-    engine: Engine,
-    plan: PushPlan,
-    target: Target,
-    creds: Credentials | None,
-    *,
-    policy: RetryPolicy,
-    output: Output,
-    force: bool,
-) -> PushResult:
-    started = time.perf_counter()
-    auth = auth_config(creds)
-    say = output.info
-    if not engine.image_exists(plan.local):
-        raise RegistryError(f"no local image {plan.local}: build it first (`python -m builder build ...`)")
-    attrs = engine.image_attrs(plan.local)
-    local_hash = ((attrs.get("Config") or {}).get("Labels") or {}).get(CONTENT_HASH_LABEL, "")
-    http = RegistryHttp(target.host, creds, insecure=target.insecure)
-
-    def check() -> tuple[str | None, str]:
-        remote = engine.registry_digest(plan.immutable, auth=auth)
-        if remote is None or force:
-            return remote, ""
-        if f"{plan.repository}@{remote}" in (attrs.get("RepoDigests") or []):
-            return remote, "the registry already holds this image (same digest)"
-        if local_hash and remote_content_hash(http, plan.immutable) == local_hash:
-            return remote, f"the registry already holds the same content (content hash {local_hash[:12]})"
-        return remote, ""
-
-    remote, skipped = with_retries(policy, f"checking {plan.immutable}", check, say)
-    if skipped:
-        digest = remote or ""
-        say(f"{plan.immutable}: {skipped}; nothing to push")
-    else:
-        digest = push_verified(engine, plan.local, plan.immutable, auth, policy, output)
-    result = PushResult(plan=plan, digest=digest, skipped=skipped)
-    floating = plan.floating
-    current = with_retries(
-        policy,
-        f"checking {floating}",
-        functools.partial(engine.registry_digest, floating, auth=auth),
-        say,
-    )
-    if current != digest:
-        if skipped and f"{plan.repository}@{digest}" not in (attrs.get("RepoDigests") or []):
-            _copy_manifest(http, plan.immutable, floating, digest, policy, say)
-        else:
-            moved = push_verified(engine, plan.local, floating, auth, policy, output)
-            if moved != digest:
-                raise RegistryError(f"{floating} got {moved}, not the immutable tag's {digest}")
-        if engine.registry_digest(floating, auth=auth) != digest:
-            raise RegistryError(f"{floating} does not point at {digest} after moving it")
-        result.floating_moved = True
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def push_verified(

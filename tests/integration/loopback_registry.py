@@ -19,6 +19,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CERTS_D = Path("/etc/docker/certs.d")
@@ -221,6 +223,27 @@ class LoopbackRegistry:
         )
         return headers.get("Docker-Content-Digest") if status == 200 else None
 
+    def skopeo_inspect(self, repository: str, tag: str, *, raw: bool = False) -> bytes:
+        """`skopeo inspect [--raw]` of REPOSITORY:TAG here, as an independent client; b"" when it fails."""
+        access = (
+            ["--cert-dir", str(self.certs_dir), "--creds", f"{self.user}:{self.password}"]
+            if self.tls
+            else ["--tls-verify=false"]
+        )
+        proc = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                *(["--raw"] if raw else []),
+                *access,
+                f"docker://{self.host}/{repository}:{tag}",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        return proc.stdout if proc.returncode == 0 else b""
+
     def uploads_started(self, repository: str) -> bool:
         """A blob upload is in progress or was made (the registry keeps `_uploads/<id>/` while uploading)."""
         uploads = self.storage / "docker/registry/v2/repositories" / repository / "_uploads"
@@ -233,3 +256,25 @@ def untag_registry_references(engine, registry: LoopbackRegistry) -> None:  # ty
         for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
             if reference.startswith(f"{registry.host}/"):
                 engine.remove_image(reference, keep_parents=True)
+
+
+@contextmanager
+def serving_registry(  # type: ignore[no-untyped-def]
+    root: Path, engine, *, tls: bool = False, auth: bool = False, also_needs: tuple[str, ...] = ()
+) -> Iterator[LoopbackRegistry]:
+    """A started registry under `root`; afterwards it is closed and the engine forgets the references to it.
+
+    A missing tool (docker-registry, openssl, htpasswd, or one of `also_needs`) fails the test under CI=true.
+    """
+    missing = [*missing_tools(tls, auth), *(tool for tool in also_needs if shutil.which(tool) is None)]
+    if missing:
+        from tests.conftest import unavailable  # pytest's skip/fail: imported only where a test runs
+
+        unavailable(f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)")
+    registry = LoopbackRegistry(root, tls=tls, auth=auth)
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.close()
+        untag_registry_references(engine, registry)

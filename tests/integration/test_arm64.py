@@ -12,8 +12,6 @@ amd64 build); 12 GB of images. The sandbox registers Debian 13's QEMU 10.0 (Debi
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,8 @@ import pytest
 
 from builder.model import matrix, platforms
 from builder.model.naming import floating_tag, immutable_tag
-from tests.conftest import unavailable
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+from tests.integration.loopback_registry import LoopbackRegistry, serving_registry
 from tools import sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.emulated]
@@ -46,13 +43,9 @@ def arm64_env(local_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackRegistry]:
-    if missing_tools(tls=False, auth=False) or shutil.which("skopeo") is None:
-        unavailable("docker-registry and skopeo are needed (scripts/sandbox-deps.sh installs them)")
-    registry = LoopbackRegistry(tmp_path_factory.mktemp("arm64"), tls=False, auth=False)
-    registry.start()
-    yield registry
-    registry.close()
+def registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
+    with serving_registry(tmp_path_factory.mktemp("arm64"), engine, also_needs=("skopeo",)) as registry:
+        yield registry
 
 
 def test_both_platforms_build_smoke_and_push_as_one_index(
@@ -81,18 +74,6 @@ def test_both_platforms_build_smoke_and_push_as_one_index(
         assert checks[name]["status"] == "pass", checks[name]
     cell = matrix.load().cell(TAG)
     for tag in (immutable_tag(cell), floating_tag(cell)):
-        raw = subprocess.run(
-            [
-                "skopeo",
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                f"docker://{registry.host}/ml/pytorch-cuda-images:{tag}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
+        raw = registry.skopeo_inspect("ml/pytorch-cuda-images", tag, raw=True)
         platforms = {m["platform"]["architecture"] for m in json.loads(raw)["manifests"]}
         assert platforms == {"amd64", "arm64"}

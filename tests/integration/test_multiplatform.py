@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -22,8 +20,7 @@ from builder.model.naming import floating_tag, immutable_tag, local_references, 
 from builder.output import Output
 from builder.publish.push import Publisher, RetryPolicy
 from builder.publish.target import parse_target
-from tests.conftest import unavailable
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+from tests.integration.loopback_registry import LoopbackRegistry, serving_registry
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +29,10 @@ TAG = "2.14-cuda13.0-debian13"  # linux/amd64 + linux/arm64 in the shipped matri
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
-    if missing_tools(tls=False, auth=False) or shutil.which("skopeo") is None:
-        unavailable("docker-registry and skopeo are needed (scripts/sandbox-deps.sh installs them)")
-    registry = LoopbackRegistry(tmp_path_factory.mktemp("multiplatform"), tls=False, auth=False)
-    registry.start()
-    yield registry
-    registry.close()
-    for image in engine.client.images.list():  # the local `127.0.0.1:PORT/...` tags the pushes left
-        for reference in image.tags:
-            if reference.startswith(f"{registry.host}/"):
-                engine.remove_image(reference)
+    with serving_registry(
+        tmp_path_factory.mktemp("multiplatform"), engine, also_needs=("skopeo",)
+    ) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +73,7 @@ def publisher(registry: LoopbackRegistry) -> Publisher:
 
 
 def skopeo_raw(registry: LoopbackRegistry, tag: str) -> bytes:
-    proc = subprocess.run(
-        [
-            "skopeo",
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            f"docker://{registry.host}/ml/pytorch-cuda-images:{tag}",
-        ],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    return proc.stdout if proc.returncode == 0 else b""
+    return registry.skopeo_inspect("ml/pytorch-cuda-images", tag, raw=True)
 
 
 def test_a_missing_platform_leaves_no_index(engine, cell, local_images, registry) -> None:  # type: ignore[no-untyped-def]

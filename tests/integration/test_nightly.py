@@ -20,9 +20,12 @@ import pytest
 import yaml
 
 from builder.build.render import SHIPPED_TEMPLATES
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools, untag_registry_references
+from tests.integration.loopback_registry import (
+    LoopbackRegistry,
+    serving_registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -128,15 +131,8 @@ def cpu_built(cli: Cli, engine, tmp_path_factory: pytest.TempPathFactory) -> str
 
 @pytest.fixture(scope="module")
 def push_registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
-    missing = missing_tools(tls=False, auth=False)
-    if missing:
-        message = f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)"
-        unavailable(message)
-    registry = LoopbackRegistry(tmp_path_factory.mktemp("nightly-registry"), tls=False, auth=False)
-    registry.start()
-    yield registry
-    registry.close()
-    untag_registry_references(engine, registry)
+    with serving_registry(tmp_path_factory.mktemp("nightly-registry"), engine) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools, untag_registry_references
+from tests.integration.loopback_registry import (
+    LoopbackRegistry,
+    serving_registry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,21 +36,10 @@ CONTENT_HASH = "dev.pytorch-cuda-images.content-hash"  # A plus a 64 MB random l
 OUTPUTS: list[str] = []  # every CLI output of this module, checked for secrets at the end
 
 
-def _require(*, tls: bool, auth: bool) -> None:
-    missing = missing_tools(tls, auth)
-    if missing:
-        message = f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)"
-        unavailable(message)
-
-
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
-    _require(tls=True, auth=True)
-    registry = LoopbackRegistry(tmp_path_factory.mktemp("tls-registry"), tls=True, auth=True)
-    registry.start()
-    yield registry
-    registry.close()
-    untag_registry_references(engine, registry)
+    with serving_registry(tmp_path_factory.mktemp("tls-registry"), engine, tls=True, auth=True) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +88,27 @@ def run(cli: Cli, env: dict[str, str], *args: str, timeout: float = 900) -> subp
     return result
 
 
+@dataclass(frozen=True)
+class PushRunner:
+    """Runs the CLI against the TLS registry; keyword arguments override the push environment's variables."""
+
+    cli: Cli
+    local_env: dict[str, str]
+    registry: LoopbackRegistry
+    tmp: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return push_env(self.local_env, self.registry, self.tmp, **extra)
+
+    def __call__(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return run(self.cli, self.env(**extra), *args)
+
+
+@pytest.fixture
+def push(cli: Cli, local_env: dict[str, str], tls_registry: LoopbackRegistry, tmp_path: Path) -> PushRunner:
+    return PushRunner(cli, local_env, tls_registry, tmp_path)
+
+
 def assert_no_secret(text: str, registry: LoopbackRegistry) -> None:
     basic = base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
     assert registry.password not in text
@@ -102,22 +116,7 @@ def assert_no_secret(text: str, registry: LoopbackRegistry) -> None:
 
 
 def skopeo_digest(registry: LoopbackRegistry, tag: str) -> str:
-    out = subprocess.run(
-        [
-            "skopeo",
-            "inspect",
-            "--cert-dir",
-            str(registry.certs_dir),
-            "--creds",
-            f"{registry.user}:{registry.password}",
-            f"docker://{registry.host}/{REPOSITORY}:{tag}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    digest: str = json.loads(out)["Digest"]
+    digest: str = json.loads(registry.skopeo_inspect(REPOSITORY, tag))["Digest"]
     return digest
 
 
@@ -162,16 +161,14 @@ def test_push_is_seen_by_an_independent_client(
     assert_no_secret(pushed_a.stdout + pushed_a.stderr, tls_registry)
 
 
+@pytest.mark.usefixtures("pushed_a")
 def test_noop_push_pushes_nothing_in_under_a_second(
-    pushed_a,
-    cli: Cli,
-    local_env: dict[str, str],  # type: ignore[no-untyped-def]
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     before = tls_registry.digest(REPOSITORY, CPU_IMMUTABLE)
     log_size = tls_registry.log_path.stat().st_size
-    result = run(cli, push_env(local_env, tls_registry, tmp_path), "push", CPU_TAG, "--image", PINNED_A)
+    result = push("push", CPU_TAG, "--image", PINNED_A)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the registry already holds this image (same digest)" in result.stdout
     assert f"unchanged {tls_registry.host}/{REPOSITORY}:{CPU_TAG}" in result.stdout
@@ -182,32 +179,29 @@ def test_noop_push_pushes_nothing_in_under_a_second(
     assert tls_registry.digest(REPOSITORY, CPU_IMMUTABLE) == before
 
 
+@pytest.mark.usefixtures("pushed_a")
 def test_credentials_from_the_docker_config_file(
-    pushed_a,
-    cli: Cli,
-    local_env: dict[str, str],  # type: ignore[no-untyped-def]
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
-    env = push_env(local_env, tls_registry, tmp_path, REGISTRY_USERNAME="", REGISTRY_PASSWORD="")
+    env = push.env(REGISTRY_USERNAME="", REGISTRY_PASSWORD="")
     auth = base64.b64encode(f"{tls_registry.user}:{tls_registry.password}".encode()).decode()
     config = Path(env["DOCKER_CONFIG"]) / "config.json"
     config.write_text(json.dumps({"auths": {f"https://{tls_registry.host}": {"auth": auth}}}))
     before = config.read_bytes()
-    result = run(cli, env, "push", CPU_TAG, "--image", PINNED_A)
+    result = run(push.cli, env, "push", CPU_TAG, "--image", PINNED_A)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "same digest" in result.stdout
     assert config.read_bytes() == before  # never written (no login)
     assert_no_secret(result.stdout + result.stderr, tls_registry)
 
 
+@pytest.mark.usefixtures("pushed_a")
 def test_rebuilt_image_with_the_same_content_hash_is_not_pushed(
-    pushed_a,
     cli: Cli,
     engine,  # type: ignore[no-untyped-def]
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     rebuilt = cli("build", CPU_TAG)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
@@ -216,42 +210,36 @@ def test_rebuilt_image_with_the_same_content_hash_is_not_pushed(
         f"sha256:{image}"
     )  # a new image (new created label)
     before = tls_registry.digest(REPOSITORY, CPU_IMMUTABLE)
-    result = run(cli, push_env(local_env, tls_registry, tmp_path), "push", CPU_TAG, "--image", image)
+    result = push("push", CPU_TAG, "--image", image)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the registry already holds the same content (content hash" in result.stdout
     assert tls_registry.digest(REPOSITORY, CPU_IMMUTABLE) == before
     assert tls_registry.digest(REPOSITORY, CPU_TAG) == before
 
 
+@pytest.mark.usefixtures("pushed_a")
 def test_build_with_push_builds_smoke_tests_and_pushes(
-    pushed_a,
-    cli: Cli,
-    local_env: dict[str, str],  # type: ignore[no-untyped-def]
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
-    result = run(cli, push_env(local_env, tls_registry, tmp_path), "build", CPU_TAG, "--push")
+    result = push("build", CPU_TAG, "--push")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "smoke tests passed" in result.stderr
     assert f"{CPU_TAG}: unchanged {tls_registry.host}/{REPOSITORY}:{CPU_IMMUTABLE}@" in result.stdout
 
 
+@pytest.mark.usefixtures("pushed_a", "image_b")
 def test_wrong_password_is_one_line_and_pushes_nothing(
-    pushed_a,
-    image_b: str,
-    cli: Cli,  # type: ignore[no-untyped-def]
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     before = {tag: tls_registry.digest(REPOSITORY, tag) for tag in (CPU_IMMUTABLE, CPU_TAG)}
     catalog = tls_registry.get("/v2/_catalog")[2]
     tags = tls_registry.tags(REPOSITORY)  # the image's two tags and its SBOM's referrers tag (sha256-...)
     assert tags is not None and {CPU_TAG, CPU_IMMUTABLE} <= set(tags)
     wrong = "wrong-" + tls_registry.password[::-1]
-    env = push_env(local_env, tls_registry, tmp_path, REGISTRY_PASSWORD=wrong)
     started = time.monotonic()
-    result = run(cli, env, "push", CPU_TAG, "--image", PINNED_B)
+    result = push("push", CPU_TAG, "--image", PINNED_B, REGISTRY_PASSWORD=wrong)
     assert result.returncode == 1
     line = one_error_line(result.stderr)
     assert "unauthorized" in line and "credentials from REGISTRY_USERNAME/REGISTRY_PASSWORD" in line
@@ -262,20 +250,16 @@ def test_wrong_password_is_one_line_and_pushes_nothing(
     assert {tag: tls_registry.digest(REPOSITORY, tag) for tag in before} == before
 
 
+@pytest.mark.usefixtures("pushed_a", "image_b")
 def test_registry_down_for_good_is_a_clear_error_and_floating_tags_stay(
-    pushed_a,
-    image_b: str,
-    cli: Cli,  # type: ignore[no-untyped-def]
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     before = {tag: tls_registry.digest(REPOSITORY, tag) for tag in (CPU_IMMUTABLE, CPU_TAG)}
     tls_registry.stop(kill=True)
     try:
-        env = push_env(local_env, tls_registry, tmp_path, PUSH_RETRY_MAX_S="3")
         started = time.monotonic()
-        result = run(cli, env, "push", CPU_TAG, "--image", PINNED_B)
+        result = push("push", CPU_TAG, "--image", PINNED_B, PUSH_RETRY_MAX_S="3")
         took = time.monotonic() - started
     finally:
         tls_registry.start()
@@ -287,16 +271,13 @@ def test_registry_down_for_good_is_a_clear_error_and_floating_tags_stay(
     assert {tag: tls_registry.digest(REPOSITORY, tag) for tag in before} == before
 
 
+@pytest.mark.usefixtures("pushed_a", "image_b")
 def test_registry_restarted_during_a_push_completes_it(
-    pushed_a,
-    image_b: str,
-    cli: Cli,
     engine,  # type: ignore[no-untyped-def]
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
-    env = push_env(local_env, tls_registry, tmp_path, PUSH_RETRY_MAX_S="120")
+    env = push.env(PUSH_RETRY_MAX_S="120")
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", "push", CPU_TAG, "--image", PINNED_B],
         cwd=REPO,
@@ -336,21 +317,17 @@ def test_registry_restarted_during_a_push_completes_it(
     assert f"{tls_registry.host}/{REPOSITORY}@{digest[1]}" in engine.image_attrs(PINNED_B)["RepoDigests"]
 
 
+@pytest.mark.usefixtures("pushed_a", "image_b")
 def test_floating_tag_is_moved_registry_side_when_the_content_is_already_there(  # type: ignore[no-untyped-def]
-    pushed_a,
-    image_b: str,
-    cli: Cli,
     engine,
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     """An earlier run pushed the immutable tag but died before moving the floating one."""
     from builder.publish.credentials import Credentials
     from builder.publish.http import RegistryHttp
 
-    env = push_env(local_env, tls_registry, tmp_path)
-    assert run(cli, env, "push", CPU_TAG, "--image", PINNED_B).returncode == 0
+    assert push("push", CPU_TAG, "--image", PINNED_B).returncode == 0
     immutable = tls_registry.digest(REPOSITORY, CPU_IMMUTABLE)
     a_digest = next(
         d.split("@")[1]
@@ -370,7 +347,7 @@ def test_floating_tag_is_moved_registry_side_when_the_content_is_already_there( 
         rm=True,
     )[0]
     try:
-        result = run(cli, env, "push", CPU_TAG, "--image", rebuilt.id)
+        result = push("push", CPU_TAG, "--image", rebuilt.id)
     finally:
         engine.remove_image(rebuilt.id)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -383,32 +360,19 @@ def test_floating_tag_is_moved_registry_side_when_the_content_is_already_there( 
     assert tls_registry.digest(REPOSITORY, CPU_IMMUTABLE) == immutable
 
 
+@pytest.mark.usefixtures("pushed_a", "image_b")
 def test_registry_back_within_the_retry_window_before_the_push(  # type: ignore[no-untyped-def]
-    pushed_a,
-    image_b: str,
-    cli: Cli,
     engine,
-    local_env: dict[str, str],
+    push: PushRunner,
     tls_registry: LoopbackRegistry,
-    tmp_path: Path,
 ) -> None:
     """Down when the push starts, up again 2 s later: the backoff (tenacity) carries the push through."""
-    assert (
-        run(cli, push_env(local_env, tls_registry, tmp_path), "push", CPU_TAG, "--image", PINNED_B).returncode
-        == 0
-    )
+    assert push("push", CPU_TAG, "--image", PINNED_B).returncode == 0
     tls_registry.stop(kill=True)
     restart = threading.Timer(2.0, tls_registry.start)
     restart.start()
     try:
-        result = run(
-            cli,
-            push_env(local_env, tls_registry, tmp_path, PUSH_RETRY_MAX_S="30"),
-            "push",
-            CPU_TAG,
-            "--image",
-            PINNED_A,
-        )
+        result = push("push", CPU_TAG, "--image", PINNED_A, PUSH_RETRY_MAX_S="30")
     finally:
         restart.join()
         tls_registry.start()
@@ -435,12 +399,8 @@ def test_no_password_in_any_output(tls_registry: LoopbackRegistry) -> None:
 
 @pytest.fixture
 def plain_registry(tmp_path: Path, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
-    _require(tls=False, auth=False)
-    registry = LoopbackRegistry(tmp_path / "team-registry", tls=False, auth=False)
-    registry.start()
-    yield registry
-    registry.close()
-    untag_registry_references(engine, registry)
+    with serving_registry(tmp_path / "team-registry", engine) as registry:
+        yield registry
 
 
 def test_mirror_bases_copies_by_digest_and_a_build_uses_the_copy(  # type: ignore[no-untyped-def]

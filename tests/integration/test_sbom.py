@@ -22,9 +22,9 @@ from builder.build import sbom
 from builder.model import matrix
 from builder.publish import referrers
 from builder.publish.http import RegistryHttp
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO
 from tests.integration.conftest import Cli
-from tests.integration.loopback_registry import LoopbackRegistry, missing_tools
+from tests.integration.loopback_registry import LoopbackRegistry, serving_registry
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +52,8 @@ def document(cli: Cli, built: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, engine) -> Iterator[LoopbackRegistry]:  # type: ignore[no-untyped-def]
-    missing = missing_tools(tls=False, auth=False)
-    if missing:
-        unavailable(f"missing {', '.join(missing)} (scripts/sandbox-deps.sh installs them)")
-    registry = LoopbackRegistry(tmp_path_factory.mktemp("sbom-registry"), tls=False, auth=False)
-    registry.start()
-    yield registry
-    registry.close()
-    for image in engine.client.images.list():
-        for reference in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
-            if reference.startswith(f"{registry.host}/"):
-                engine.remove_image(reference, keep_parents=True)
+    with serving_registry(tmp_path_factory.mktemp("sbom-registry"), engine) as registry:
+        yield registry
 
 
 def push(cli: Cli, registry: LoopbackRegistry, tmp: Path) -> subprocess.CompletedProcess[str]:
