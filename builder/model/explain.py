@@ -49,6 +49,7 @@ def facts(cell: Cell, profile: profiles.ResolvedProfile | None) -> dict[str, Any
         "nccl": cell.nccl_version,
         "min_driver": cell.min_driver,
         "arch_list": cell.arch_list,
+        "gpu_archs_by_machine": cell.gpu_archs_by_machine or None,
         "wheel_source": cell.wheel_source,
         "wheel_index": cell.wheel_index or None,
         "cuda_dev_base": cell.cuda_dev_base,
@@ -81,7 +82,7 @@ def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str
         ("cuDNN", _cudnn_text(cell)),
         ("NCCL", cell.nccl_version or "none"),
         ("minimum driver", cell.min_driver or "none needed"),
-        ("GPU architectures", cell.arch_list or "none"),
+        *_arch_rows(cell),
         (
             "Python",
             f"{cell.python_version} ({cell.os_family.capitalize()} {cell.os_version}'s python3, /opt/venv)",
@@ -100,6 +101,17 @@ def rows(cell: Cell, profile: profiles.ResolvedProfile | None) -> list[tuple[str
         out += [(f"  {name}", value) for name, value in profile.build_args(cell).items() if value]
     out += [("warning", warning) for warning in cell.warnings]
     return out
+
+
+def _arch_rows(cell: Cell) -> list[tuple[str, str]]:
+    """One row of GPU architectures, or one per CPU when the cell's wheels differ by CPU (arm64's list)."""
+    by_machine = cell.gpu_archs_by_machine
+    if not by_machine or len({tuple(archs) for archs in by_machine.values()}) == 1:
+        return [("GPU architectures", cell.arch_list or "none")]
+    return [
+        (f"GPU architectures ({machine})", " ".join(archs) or "none measured")
+        for machine, archs in by_machine.items()
+    ]
 
 
 def _toolkit_rows(toolkit: CudaToolkit) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,11 @@ def test_explain_and_list_show_platforms(cli: InProcessCli, command: tuple[str, 
     result = cli(*command)
     assert result.exit_code == 0, result.stderr
     if command[0] == "explain":
-        assert "platforms                  linux/amd64, linux/arm64" in result.stdout
+        rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in result.stdout.splitlines())
+        assert rows["platforms"] == "linux/amd64, linux/arm64"
+        # torch 2.14's aarch64 wheel is built for other GPUs than its x86_64 wheel: one row per CPU
+        assert rows["GPU architectures (x86_64)"] == "sm_75 sm_80 sm_86 sm_90 sm_100 sm_120"
+        assert rows["GPU architectures (aarch64)"] == "sm_80 sm_90 sm_100 sm_110 sm_120"
     elif command[1] == "--platforms":
         lines = result.stdout.splitlines()
         assert "2.14-cuda13.0-debian13 linux/amd64,linux/arm64" in lines
