@@ -69,6 +69,14 @@ def cell_content_hash(context: dict[str, bytes], build_args: dict[str, str], bas
     return content_hash(context, {**args, "BASE_DIGEST": base_digest})
 
 
+def platform_args(cell: Cell, platform: str | None, build_args: dict[str, str]) -> dict[str, str]:
+    """The build args a platform's content hash covers: a platform other than the cell's first adds
+    `PLATFORM`, so that each platform's image has its own content hash."""
+    if platform is None or platform == cell.platforms[0]:
+        return build_args
+    return {**build_args, "PLATFORM": platform}
+
+
 def _git_revision(repo: Path) -> str:
     try:
         out = subprocess.run(
@@ -146,10 +154,7 @@ def build_cell(
         build_args["BASE_DIGEST"] = f"@{locked}"
     elif profile.lock_bases:
         output.info(f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag")
-    hashed_args = profile.build_args(cell)
-    if platform is not None and other:
-        hashed_args["PLATFORM"] = platform  # each platform's image has its own content hash
-    chash = cell_content_hash(context, hashed_args, base_digest)
+    chash = cell_content_hash(context, platform_args(cell, platform, profile.build_args(cell)), base_digest)
     image_labels = labels(
         cell,
         base_ref=base_ref,

@@ -33,12 +33,18 @@ from builder.errors import BuilderError, ConfigError, RegistryError, StoppedErro
 from builder.model import profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
-from builder.model.naming import CONTENT_HASH_LABEL, floating_tag, immutable_tag, local_references
+from builder.model.naming import (
+    CONTENT_HASH_LABEL,
+    floating_tag,
+    immutable_tag,
+    local_references,
+    parse_reference,
+)
 from builder.model.platforms import emulation_available, enable_hint
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
 from builder.output import Output
-from builder.publish.http import remote_content_hash
+from builder.publish import index
 from builder.publish.push import Publisher
 
 DEFAULT_CELL_TIMEOUT_S = 3 * 3600.0
@@ -47,11 +53,20 @@ CELLS_DIR = "cells"  # the run folder inside the report folder: cells/<tag>/buil
 
 @dataclass
 class Planned:
-    """A cell with its expected content hash, or the reason it cannot be planned."""
+    """A cell with the content hash each of its platforms' images is expected to carry, or the reason it
+    cannot be planned (then no hashes)."""
 
     cell: Cell
-    content_hash: str | None
+    content_hashes: dict[str, str]  # platform -> content hash
     problem: str = ""
+
+    def done(self, found: dict[str, str], platforms: list[str] | None = None) -> bool:
+        """Whether `found` (platform -> content hash of an image built or pushed) holds each of
+        `platforms` (default: all of the cell's) with its expected content hash."""
+        wanted = list(self.content_hashes) if platforms is None else platforms
+        return bool(wanted) and all(
+            p in self.content_hashes and found.get(p) == self.content_hashes[p] for p in wanted
+        )
 
 
 @dataclass
@@ -82,7 +97,9 @@ def plan(
     lock_data: dict[str, Any],
     resolve_digest: Callable[[str], str | None],
 ) -> list[Planned]:
-    """Expected content hash per cell: rendered context, build args and base digest (from the lock first)."""
+    """Expected content hash per cell and platform: rendered context, build args (a platform other than
+    the cell's first adds its name) and base digest (from the lock first; for several platforms the
+    index's, as the build records it)."""
     digests: dict[str, str | None] = {}
     planned = []
     for cell in cells:
@@ -92,26 +109,36 @@ def plan(
             digests[base_ref] = locked or resolve_digest(base_ref)
         digest = digests[base_ref]
         if digest is None:
-            planned.append(Planned(cell, None, f"base image {base_ref} not found in the registry mirror"))
+            planned.append(Planned(cell, {}, f"base image {base_ref} not found in the registry mirror"))
             continue
         try:
             context = pipeline.build_context(renderer, cell, profile, lock_data)
         except ConfigError as exc:  # no current hash lock: refused, never built unlocked
-            planned.append(Planned(cell, None, str(exc)))
+            planned.append(Planned(cell, {}, str(exc)))
             continue
-        planned.append(Planned(cell, pipeline.cell_content_hash(context, profile.build_args(cell), digest)))
+        args = profile.build_args(cell)
+        hashes = {
+            platform: pipeline.cell_content_hash(
+                context, pipeline.platform_args(cell, platform, args), digest
+            )
+            for platform in cell.platforms
+        }
+        planned.append(Planned(cell, hashes))
     return planned
 
 
 def built_on_engine(planned: Planned, engine: Engine) -> bool:
-    """True when the engine holds the cell's image with this content hash (nightly without --push)."""
-    if planned.content_hash is None:
-        return False
-    reference = local_references(planned.cell)[1]
-    if not engine.image_exists(reference):
-        return False
-    labels = (engine.image_attrs(reference).get("Config") or {}).get("Labels") or {}
-    return bool(labels.get(CONTENT_HASH_LABEL) == planned.content_hash)
+    """True when the engine holds the image of every platform of the cell it can build (its own, others
+    under QEMU), each with its content hash (nightly without --push)."""
+    native = engine.native_platform()
+    runnable = [p for p in planned.content_hashes if emulation_available(p, native)]
+    found = {}
+    for platform in runnable:
+        reference = local_references(planned.cell, platform)[1]
+        if engine.image_exists(reference):
+            labels = (engine.image_attrs(reference).get("Config") or {}).get("Labels") or {}
+            found[platform] = labels.get(CONTENT_HASH_LABEL, "")
+    return planned.done(found, runnable)
 
 
 def digest_resolver(connect: Callable[[], Engine]) -> Callable[[str], str | None]:
@@ -157,10 +184,7 @@ def triage(
         if planned.problem:
             results[tag] = report.CellResult.for_tag(tag, "failed", detail=planned.problem)
             continue
-        if remote_hash is not None:
-            done = planned.content_hash is not None and remote_hash(planned.cell) == planned.content_hash
-        else:
-            done = is_done(planned)
+        done = planned.done(remote_hash(planned.cell)) if remote_hash is not None else is_done(planned)
         if not done:
             todo.append(planned.cell)
             continue
@@ -449,15 +473,17 @@ class NightlyInterrupted(StoppedError):
         self.results = results
 
 
-def _remote_hash(publisher: Publisher) -> Callable[[Cell], str | None]:
+def _remote_hash(publisher: Publisher) -> Callable[[Cell], dict[str, str]]:
+    """Platform -> content hash of each image under a cell's immutable tag in the registry (a
+    multi-platform cell's tag names an index: every platform's image is read)."""
     http = publisher.http()
 
-    def remote(cell: Cell) -> str | None:
-        reference = publisher.target.reference(immutable_tag(cell))
+    def remote(cell: Cell) -> dict[str, str]:
+        reference = parse_reference(publisher.target.reference(immutable_tag(cell)))
         try:
-            return remote_content_hash(http, reference)
+            return index.content_hashes(http, reference.repository, reference.tag or "", cell.platforms[0])
         except (BuilderError, OSError):
-            return None
+            return {}
 
     return remote
 

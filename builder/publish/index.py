@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 
 from builder.errors import RegistryError
+from builder.model.naming import CONTENT_HASH_LABEL
 from builder.model.platforms import arch
 from builder.publish.http import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, RegistryHttp, sha256_digest
 
@@ -69,3 +70,19 @@ def platforms_of(http: RegistryHttp, repository: str, reference: str) -> dict[st
         for m in document.get("manifests", [])
         if m.get("platform")
     }
+
+
+def content_hashes(
+    http: RegistryHttp, repository: str, reference: str, single_platform: str
+) -> dict[str, str]:
+    """Platform -> the content-hash label of each image under a tag: every platform an index lists, or,
+    for a tag naming one image, that image as `single_platform`; a platform whose image has no such label
+    is left out, and an absent tag gives {}."""
+    listed = platforms_of(http, repository, reference)
+    children = listed or {single_platform: reference}
+    found = {}
+    for platform, child in children.items():
+        value = (http.config_labels(repository, child) or {}).get(CONTENT_HASH_LABEL)
+        if value:
+            found[platform] = value
+    return found

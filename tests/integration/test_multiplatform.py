@@ -16,8 +16,15 @@ import pytest
 
 from builder.errors import RegistryError
 from builder.model import matrix
-from builder.model.naming import floating_tag, immutable_tag, local_references, platform_tag
+from builder.model.naming import (
+    CONTENT_HASH_LABEL,
+    floating_tag,
+    immutable_tag,
+    local_references,
+    platform_tag,
+)
 from builder.output import Output
+from builder.publish import index
 from builder.publish.push import Publisher, RetryPolicy
 from builder.publish.target import parse_target
 from tests.integration.loopback_registry import LoopbackRegistry, serving_registry
@@ -53,7 +60,7 @@ def local_images(engine, cell, tmp_path_factory: pytest.TempPathFactory) -> Iter
             dockerfile="Dockerfile",
             target="slim",
             build_args={},
-            labels={},
+            labels={CONTENT_HASH_LABEL: f"hash-of-{platform}"},
             log_path=tmp_path_factory.mktemp("logs") / "build.log",
             platform=platform,
         )
@@ -102,3 +109,15 @@ def test_every_platform_pushed_makes_one_verified_index(engine, cell, local_imag
     assert skopeo_raw(registry, floating_tag(cell)) == raw  # the floating tag names the same index
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     assert f"index {registry.host}/ml/pytorch-cuda-images:{immutable_tag(cell)}@{digest}" in lines[2]
+
+
+def test_nightly_reads_every_platforms_content_hash_under_the_index(cell, local_images, registry) -> None:  # type: ignore[no-untyped-def]
+    """After the index test above: the skip check sees each platform's image, not one."""
+    http = publisher(registry).http()
+    found = index.content_hashes(http, "ml/pytorch-cuda-images", immutable_tag(cell), cell.platforms[0])
+    assert found == {"linux/amd64": "hash-of-linux/amd64", "linux/arm64": "hash-of-linux/arm64"}
+    child = platform_tag(immutable_tag(cell), "linux/arm64")  # one image: taken as the platform named
+    assert index.content_hashes(http, "ml/pytorch-cuda-images", child, "linux/arm64") == {
+        "linux/arm64": "hash-of-linux/arm64"
+    }
+    assert index.content_hashes(http, "ml/pytorch-cuda-images", "absent", "linux/amd64") == {}

@@ -273,3 +273,31 @@ def test_doctor_names_the_registered_qemu_and_whether_it_is_new_enough() -> None
         assert check.status == "pass" and entry.describe() in check.detail
     else:
         assert check.status == "warn" and f"is registered but {entry.problem()}" in check.detail
+
+
+def test_nightly_plans_one_content_hash_per_platform_and_skips_only_when_every_one_is_there() -> None:
+    from builder.build import lock, pipeline
+    from builder.build.render import Renderer, templates_for
+    from builder.model import profiles
+    from builder.operate.nightly import Planned, plan
+
+    m = matrix.load()
+    cell = m.cell("2.14-cuda13.0-debian13")
+    profile = profiles.resolve(m, "official")
+    digest = "sha256:" + "0" * 64
+    lock_data = lock.read(lock.lock_path(m.path))
+    renderer = Renderer(templates_for(m.path))
+    (planned,) = plan([cell], renderer, profile, lock_data, lambda _: digest)
+    assert list(planned.content_hashes) == ["linux/amd64", "linux/arm64"]
+    context = pipeline.build_context(renderer, cell, profile, lock_data)
+    # the first platform's hash is the plain one a single-platform build carries; arm64's differs
+    assert planned.content_hashes["linux/amd64"] == pipeline.cell_content_hash(
+        context, profile.build_args(cell), digest
+    )
+    assert planned.content_hashes["linux/arm64"] != planned.content_hashes["linux/amd64"]
+    amd64_only = {"linux/amd64": planned.content_hashes["linux/amd64"]}
+    assert not planned.done(amd64_only)  # the registry's index lacks arm64's image: rebuild
+    assert planned.done(amd64_only, ["linux/amd64"])  # an engine that builds amd64 only: done
+    assert planned.done(dict(planned.content_hashes))
+    assert not planned.done({**planned.content_hashes, "linux/arm64": "stale"})
+    assert not Planned(cell, {}, "base missing").done({})
