@@ -641,10 +641,23 @@ def report_cell_command(
     detail: Annotated[str | None, typer.Option("--detail")] = None,
     images: Annotated[Path, typer.Option("--images", help="Where the build left its files.")] = DEFAULT_OUT,
     out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("reports/cells"),
+    platform: Annotated[
+        str | None,
+        typer.Option("--platform", help="The platform this job built (a multi-platform cell's row)."),
+    ] = None,
+    matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
 ) -> None:
-    """Record one cell's result (its smoke-result.json read for the failing check) as OUT/<tag>.json."""
+    """Record one cell's result (its smoke-result.json read for the failing check) as OUT/<tag>.json;
+    with --platform, as that platform's row of the cell (`report render` merges a cell's rows)."""
+    from builder.build.pipeline import check_platforms
+    from builder.model.platforms import tag_suffix
     from builder.operate import report
 
+    platform_dir = ""
+    if platform is not None:
+        cell = matrix_mod.load(matrix).cell(tag)
+        check_platforms(cell, [platform])
+        platform_dir = "" if platform == cell.platforms[0] else tag_suffix(platform)
     path, result = report.record_cell(
         tag,
         status,
@@ -654,6 +667,8 @@ def report_cell_command(
         detail=detail,
         run_dir=images,
         out_dir=out_dir,
+        platform=platform,
+        platform_dir=platform_dir,
     )
     Output().result(f"{path}: {result.status}")
 

@@ -121,7 +121,7 @@ start=$(date +%s)
 status=success
 make build TAG="$CELL_TAG" PLATFORM="$CELL_PLATFORM" PUSH=1 || status=failure
 size=$(docker image inspect --format '{{.Size}}' "pytorch-cuda-images:$CELL_IMAGE" 2>/dev/null || true)
-.venv/bin/python -m builder report cell "$CELL_TAG" --status "$status" \\
+.venv/bin/python -m builder report cell "$CELL_TAG" --platform "$CELL_PLATFORM" --status "$status" \\
   --build-seconds "$(( $(date +%s) - start ))" ${size:+--size-bytes "$size"} --out "$CELL_RESULTS"
 test "$status" = success
 """

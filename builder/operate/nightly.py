@@ -40,7 +40,7 @@ from builder.model.naming import (
     local_references,
     parse_reference,
 )
-from builder.model.platforms import emulation_available, enable_hint
+from builder.model.platforms import emulation_available, enable_hint, tag_suffix
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
 from builder.output import Output
@@ -301,6 +301,9 @@ class CellRunner:
                 self._why.setdefault(cell.tag, "interrupted")
                 engine.cancel()
         self.output.info(f"{cell.tag}: building")
+        builds: list[pipeline.BuiltCell] = []
+        runnable: list[str] = []
+        building: str | None = None  # the platform being built, for the row of a failed one
         try:
             native = engine.native_platform()
             runnable = [p for p in cell.platforms if emulation_available(p, native)]
@@ -308,8 +311,9 @@ class CellRunner:
                 if platform not in runnable:
                     self.output.info(f"{cell.tag}: {platform} not built here: {enable_hint(platform)}")
             multi = len(cell.platforms) > 1
-            builds = [
-                pipeline.build_cell(
+            for platform in runnable if multi else cell.platforms[:1]:
+                building = platform
+                built = pipeline.build_cell(
                     engine,
                     self.renderer,
                     cell,
@@ -320,8 +324,9 @@ class CellRunner:
                     lock_data=self.lock_data,
                     platform=platform if multi else None,  # another CPU than the engine's: under QEMU
                 )
-                for platform in (runnable if multi else cell.platforms[:1])
-            ]
+                builds.append(built)
+            building = None
+            rows = _platform_rows(cell, builds, runnable, run_dir) if multi else ()
             built = builds[0]
             if self.publisher is not None and multi:
                 for line in self.publisher.push_platforms(engine, cell, runnable, self.output):
@@ -332,7 +337,14 @@ class CellRunner:
         except BuilderError as exc:
             seconds = time.monotonic() - started
             if not (isinstance(exc, StoppedError) or engine.cancelled):
-                return self._result(cell, "failed", run_dir, build_s=seconds, detail=str(exc))
+                failed_rows = (
+                    _platform_rows(cell, builds, runnable, run_dir, failed=building)
+                    if len(cell.platforms) > 1
+                    else ()
+                )
+                return self._result(
+                    cell, "failed", run_dir, build_s=seconds, detail=str(exc), platforms=failed_rows
+                )
             with self._lock:
                 why = self._why.get(cell.tag, "interrupted")
             detail = f"stopped after its timeout of {self.options.cell_timeout_s:.0f} s"
@@ -353,6 +365,7 @@ class CellRunner:
             build_s=time.monotonic() - started,
             size_bytes=built.size_bytes,
             smoke=built.smoke.raw if built.smoke else None,
+            platforms=rows,
         )
 
     @staticmethod
@@ -370,6 +383,40 @@ class CellRunner:
         return report.CellResult.for_tag(
             cell.tag, status, log_path=str(log.resolve()) if log.is_file() else None, **{**facts, **values}
         )
+
+
+def _platform_rows(
+    cell: Cell,
+    builds: list[pipeline.BuiltCell],
+    runnable: list[str],
+    run_dir: Path,
+    *,
+    failed: str | None = None,
+) -> tuple[report.PlatformResult, ...]:
+    """A multi-platform cell's row per platform: each built one with its numbers, the one that `failed`
+    with its failing check (from its run folder), and those this engine cannot run as skipped."""
+    rows = {
+        b.platform: report.PlatformResult(
+            b.platform,
+            "passed",
+            size_bytes=b.size_bytes,
+            build_s=b.build_seconds,
+            smoke_s=b.smoke.seconds if b.smoke else None,
+        )
+        for b in builds
+    }
+    if failed is not None:
+        folder = run_dir if failed == cell.platforms[0] else run_dir / tag_suffix(failed)
+        smoke_path = folder / "smoke-result.json"
+        smoke = json.loads(smoke_path.read_text(encoding="utf-8")) if smoke_path.is_file() else None
+        facts = report.smoke_facts(smoke)
+        rows[failed] = report.PlatformResult(
+            failed, "failed", smoke_s=facts.get("smoke_s"), failing_check=facts.get("failing_check")
+        )
+    for platform in cell.platforms:
+        if platform not in runnable:
+            rows[platform] = report.PlatformResult(platform, "skipped")
+    return tuple(rows[p] for p in cell.platforms if p in rows)
 
 
 def run(

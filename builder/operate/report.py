@@ -43,8 +43,29 @@ OUTCOMES: Mapping[str, Status] = {
 
 
 @dataclass(frozen=True)
+class PlatformResult:
+    """How one platform's image of a multi-platform cell fared, with its numbers."""
+
+    platform: str
+    status: Status
+    size_bytes: int | None = None
+    build_s: float | None = None
+    smoke_s: float | None = None
+    failing_check: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PlatformResult:
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"platform result {raw.get('platform', '?')}: unknown keys {', '.join(sorted(unknown))}"
+            )
+        return cls(**{**raw, "status": status_of(str(raw.get("status", "")))})
+
+
+@dataclass(frozen=True)
 class CellResult:
-    """How one cell fared in a run."""
+    """How one cell fared in a run (a multi-platform cell: also each platform, in `platforms`)."""
 
     tag: str
     torch: str
@@ -58,6 +79,7 @@ class CellResult:
     failing_check: str | None = None
     log_path: str | None = None  # relative to the report folder, absolute, or a URL
     detail: str = ""
+    platforms: tuple[PlatformResult, ...] = ()
 
     @classmethod
     def for_tag(cls, tag: str, status: str, **values: Any) -> CellResult:
@@ -81,6 +103,7 @@ class CellResult:
             raise ConfigError(f"cell result {raw.get('tag', '?')}: unknown keys {', '.join(sorted(unknown))}")
         values = dict(raw)
         values["status"] = status_of(str(values.get("status", "")))
+        values["platforms"] = tuple(PlatformResult.from_dict(p) for p in raw.get("platforms") or ())
         return cls(**values)
 
     @property
@@ -98,6 +121,28 @@ def status_of(word: str) -> Status:
         return OUTCOMES[lowered]
     raise ConfigError(
         f"unknown status {word!r}; allowed: {', '.join(STATUSES)} (or CI outcomes {', '.join(OUTCOMES)})"
+    )
+
+
+#: Which status a cell of several platforms gets: the first of these that one of its platforms has.
+_CELL_STATUS_ORDER: tuple[Status, ...] = ("failed", "timeout", "interrupted", "passed", "cached", "skipped")
+
+
+def merge_platforms(results: Sequence[CellResult]) -> CellResult:
+    """One cell's per-platform results (oldest first; CI records one per (cell, platform) job) as one: every
+    platform's row (the newest per platform), the worst status, the failing checks named by platform."""
+    rows = {row.platform: row for result in results for row in result.platforms}
+    statuses = {row.status for row in rows.values()}
+    status = next(s for s in _CELL_STATUS_ORDER if s in statuses)
+    failing = [f"{row.platform}: {row.failing_check}" for row in rows.values() if row.failing_check]
+    kept = [r for r in results if any(rows[row.platform] is row for row in r.platforms)]
+    details = [r.detail for r in kept if r.detail]
+    return replace(
+        results[-1],
+        status=status,
+        failing_check="; ".join(failing) or None,
+        detail="; ".join(dict.fromkeys(details)),
+        platforms=tuple(sorted(rows.values(), key=lambda row: row.platform)),
     )
 
 
@@ -313,7 +358,7 @@ def load_results(paths: Iterable[Path]) -> list[CellResult]:
     files: list[Path] = []
     for path in paths:
         files += sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    newest: dict[str, tuple[float, CellResult]] = {}
+    found: dict[str, list[tuple[float, CellResult]]] = {}
     for file in files:
         try:
             raw = json.loads(file.read_text(encoding="utf-8"))
@@ -322,10 +367,18 @@ def load_results(paths: Iterable[Path]) -> list[CellResult]:
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: not a cell result (expected a JSON object)")
         result = CellResult.from_dict(raw)
-        mtime = file.stat().st_mtime
-        if result.tag not in newest or newest[result.tag][0] <= mtime:
-            newest[result.tag] = (mtime, result)
-    return sorted((r for _, r in newest.values()), key=_order)
+        found.setdefault(result.tag, []).append((file.stat().st_mtime, result))
+    return sorted((_newest(entries) for entries in found.values()), key=_order)
+
+
+def _newest(entries: list[tuple[float, CellResult]]) -> CellResult:
+    """A tag's result from its files: the newest, or, when the newest has platform rows, every platform's
+    newest row merged (the jobs of a multi-platform cell each record one platform)."""
+    entries = sorted(entries, key=lambda entry: entry[0])
+    newest = entries[-1][1]
+    if not newest.platforms:
+        return newest
+    return merge_platforms([result for _, result in entries if result.platforms])
 
 
 def record_cell(
@@ -338,15 +391,19 @@ def record_cell(
     detail: str | None,
     run_dir: Path,
     out_dir: Path,
+    platform: str | None = None,
+    platform_dir: str = "",
 ) -> tuple[Path, CellResult]:
-    """`report cell`: one cell's result, its failing check read from `run_dir/<tag>/smoke-result.json`,
-    saved as `out_dir/<tag>.json`; (the file, the result)."""
+    """`report cell`: one cell's result, its failing check read from
+    `run_dir/<tag>/[platform_dir/]smoke-result.json`, saved as `out_dir/<tag>.json`; (the file, the
+    result). With `platform` (one job of a multi-platform cell) it is also that platform's row."""
     tag = parse_tag(tag).tag
-    smoke_file = run_dir / tag / "smoke-result.json"
+    folder = run_dir / tag / platform_dir
+    smoke_file = folder / "smoke-result.json"
     facts = smoke_facts(json.loads(smoke_file.read_text()) if smoke_file.is_file() else None)
     if detail is not None:
         facts["detail"] = detail
-    log_path = log or run_dir / tag / "build.log"
+    log_path = log or folder / "build.log"
     result = CellResult.for_tag(
         tag,
         status,
@@ -355,6 +412,16 @@ def record_cell(
         log_path=str(log_path) if log_path.is_file() else None,
         **facts,
     )
+    if platform is not None:
+        row = PlatformResult(
+            platform,
+            result.status,
+            size_bytes=size_bytes,
+            build_s=build_s,
+            smoke_s=result.smoke_s,
+            failing_check=result.failing_check,
+        )
+        result = replace(result, platforms=(row,))
     return save_result(result, out_dir), result
 
 

@@ -327,7 +327,7 @@ def push_verified(
         policy, f"verifying {reference}", lambda: engine.registry_digest(reference, auth=auth), say
     )
     repository = parse_reference(reference).name
-    local_digests = engine.repo_digests(local)
+    local_digests = engine.repo_digests(reference)  # this push's own tag: the local one may move meanwhile
     if remote != digest or f"{repository}@{digest}" not in local_digests:
         raise RegistryError(
             f"digest mismatch for {reference}: the registry has {remote or 'nothing'}, the push reported "
@@ -439,6 +439,11 @@ class Publisher:
         lines = []
         for platform in platforms:
             local = local_references(cell, platform)[1]
+            if not engine.image_exists(local):
+                raise RegistryError(
+                    f"no local image {local}: build it first "
+                    f"(`python -m builder build {cell.tag} --platform {platform}`)"
+                )
             reference = self.target.reference(platform_tag(immutable_tag(cell), platform))
             digest = push_verified(engine, local, reference, auth, self.policy, output)
             lines.append(f"pushed {reference}@{digest} ({platform}, digest verified)")

@@ -301,3 +301,22 @@ def test_nightly_plans_one_content_hash_per_platform_and_skips_only_when_every_o
     assert planned.done(dict(planned.content_hashes))
     assert not planned.done({**planned.content_hashes, "linux/arm64": "stale"})
     assert not Planned(cell, {}, "base missing").done({})
+
+
+def test_nightly_gives_a_multi_platform_cell_one_row_per_platform(tmp_path: Path) -> None:
+    from builder.build.pipeline import BuiltCell
+    from builder.operate.nightly import _platform_rows
+
+    cell = matrix.load().cell("2.14-cuda13.0-debian13")
+    amd64 = BuiltCell(cell, "sha256:1", [], "h", 135.5, None, 5_750_000_000, platform="linux/amd64")
+    (tmp_path / "linux-arm64").mkdir()
+    smoke = {"total_s": 52.0, "checks": [{"name": "torch", "status": "fail", "detail": "SIGSEGV"}]}
+    (tmp_path / "linux-arm64" / "smoke-result.json").write_text(json.dumps(smoke))
+    rows = _platform_rows(cell, [amd64], list(cell.platforms), tmp_path, failed=ARM)
+    assert [(r.platform, r.status, r.size_bytes, r.build_s) for r in rows] == [
+        ("linux/amd64", "passed", 5_750_000_000, 135.5),
+        (ARM, "failed", None, None),
+    ]
+    assert (rows[1].smoke_s, rows[1].failing_check) == (52.0, "torch")
+    (only_amd64,) = _platform_rows(cell, [amd64], ["linux/amd64"], tmp_path)[1:]
+    assert (only_amd64.platform, only_amd64.status) == (ARM, "skipped")  # no binfmt: not built here

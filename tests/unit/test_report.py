@@ -256,3 +256,86 @@ def test_report_commands(cli: InProcessCli, tmp_path: Path) -> None:
     page = (out / "index.html").read_text()
     assert "cell-2.9-cpu-ubuntu22.04" in page
     assert (out / "logs" / "2.9-cpu-ubuntu22.04" / "build.log").read_text() == "built\n"
+
+
+def test_a_multi_platform_cell_shows_each_platform(cli: InProcessCli, tmp_path: Path) -> None:
+    """CI records one result per (cell, platform) job; `report render` merges them into one cell whose
+    every platform has its own row on the page, and the cell takes the worse status."""
+    tag = "2.14-cuda13.0-debian13"  # linux/amd64 + linux/arm64 in the shipped matrix
+    images = tmp_path / "images"
+    arm_dir = images / tag / "linux-arm64"
+    arm_dir.mkdir(parents=True)
+    smoke = {"total_s": 52.0, "checks": [{"name": "torch", "status": "fail", "detail": "SIGSEGV"}]}
+    (arm_dir / "smoke-result.json").write_text(json.dumps(smoke))
+    (images / tag / "build.log").write_text("amd64 built\n")
+    cells = tmp_path / "cells"
+    common = ["--images", str(images)]
+    amd = cli(
+        "report",
+        "cell",
+        tag,
+        "--platform",
+        "linux/amd64",
+        "--status",
+        "success",
+        "--size-bytes",
+        "5750000000",
+        "--build-seconds",
+        "136",
+        *common,
+        "--out",
+        str(cells),
+    )
+    assert amd.exit_code == 0, amd.stderr
+    arm = cli(
+        "report",
+        "cell",
+        tag,
+        "--platform",
+        "linux/arm64",
+        "--status",
+        "failure",
+        "--build-seconds",
+        "644",
+        *common,
+        "--out",
+        str(cells / "linux-arm64"),
+    )
+    assert arm.exit_code == 0, arm.stderr
+    saved = json.loads((cells / "linux-arm64" / f"{tag}.json").read_text())
+    assert saved["platforms"] == [
+        {
+            "platform": "linux/arm64",
+            "status": "failed",
+            "size_bytes": None,
+            "build_s": 644.0,
+            "smoke_s": 52.0,
+            "failing_check": "torch",
+        }
+    ]
+    bad = cli("report", "cell", tag, "--platform", "linux/s390x", "--status", "success", *common)
+    assert bad.exit_code == 2 and "unknown platform" in bad.stderr
+
+    (merged,) = report.load_results([cells])
+    assert merged.status == "failed"
+    assert [(p.platform, p.status) for p in merged.platforms] == [
+        ("linux/amd64", "passed"),
+        ("linux/arm64", "failed"),
+    ]
+    assert merged.failing_check == "linux/arm64: torch"
+    run = RunReport(started=START, finished=START + dt.timedelta(hours=1), results=(merged,))
+    assert report.from_json(json.loads(json.dumps(report.to_json(run)))).results == (merged,)
+    parsed = parse(report.render_html(run))
+    rows = [a["data-platform"] for t, a in parsed.tags if t == "div" and "data-platform" in a]
+    assert rows == ["linux/amd64", "linux/arm64"]
+    text = " ".join(parsed.text)
+    assert "linux/amd64: passed" in text and "5.75 GB" in text and "build 2.3 min" in text
+    assert "linux/arm64: failed" in text and "build 10.7 min" in text and "failed: torch" in text
+
+    passed = report.merge_platforms(
+        [
+            CellResult.for_tag(tag, "passed", platforms=(report.PlatformResult("linux/arm64", "failed"),)),
+            CellResult.for_tag(tag, "passed", platforms=(report.PlatformResult("linux/arm64", "passed"),)),
+        ]
+    )
+    assert passed.status == "passed"  # the newer row of a platform replaces the older
