@@ -113,7 +113,7 @@ class BinfmtEntry:
         if self.version is None:
             return f"its version is unknown here; {_dotted(QEMU_MIN_VERSION)} or newer runs torch"
         if not self.new_enough:
-            return f"older than {_dotted(QEMU_MIN_VERSION)}, the oldest proven to run torch (7.2 crashes)"
+            return f"older than {_dotted(QEMU_MIN_VERSION)}, the oldest proven to run torch"
         return None
 
 
