@@ -55,12 +55,9 @@ class PlatformResult:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PlatformResult:
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"platform result {raw.get('platform', '?')}: unknown keys {', '.join(sorted(unknown))}"
-            )
-        return cls(**{**raw, "status": status_of(str(raw.get("status", "")))})
+        return cls(
+            **_known_values(raw, set(cls.__dataclass_fields__), f"platform result {raw.get('platform', '?')}")
+        )
 
 
 @dataclass(frozen=True)
@@ -97,18 +94,21 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CellResult:
-        names = set(cls.__dataclass_fields__)
-        unknown = set(raw) - names
-        if unknown:
-            raise ConfigError(f"cell result {raw.get('tag', '?')}: unknown keys {', '.join(sorted(unknown))}")
-        values = dict(raw)
-        values["status"] = status_of(str(values.get("status", "")))
+        values = _known_values(raw, set(cls.__dataclass_fields__), f"cell result {raw.get('tag', '?')}")
         values["platforms"] = tuple(PlatformResult.from_dict(p) for p in raw.get("platforms") or ())
         return cls(**values)
 
     @property
     def bad(self) -> bool:
         return self.status in BAD
+
+
+def _known_values(raw: Mapping[str, Any], names: set[str], what: str) -> dict[str, Any]:
+    """A result's values read from JSON: only known keys (ConfigError names the others), status checked."""
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {', '.join(sorted(unknown))}")
+    return {**raw, "status": status_of(str(raw.get("status", "")))}
 
 
 def status_of(word: str) -> Status:
