@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from builder.errors import BuilderError
 from builder.model import matrix as matrix_mod
+from builder.model import naming
 from builder.output import Output
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ MatrixOption = Annotated[Path, typer.Option("--matrix", "-m", help="The matrix f
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout (nothing else there).")]
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Glob(s) over tags.")]
 MirrorOption = Annotated[str | None, typer.Option("--mirror", envvar="MIRROR", help="Mirror profile.")]
-DEFAULT_OUT = Path("images")
+DEFAULT_RUNS = Path(naming.RUNS_DIR)
 WheelCacheOption = Annotated[
     Path | None,
     typer.Option(
@@ -88,6 +89,10 @@ WheelCacheOfflineOption = Annotated[
 OutDirOption = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="Where the cells are rendered (default: images/ next to the matrix)."),
+]
+RunsOption = Annotated[
+    Path,
+    typer.Option("--runs", help="Where each build run leaves build.log and smoke-result.json, per cell."),
 ]
 RegistryOption = Annotated[
     str | None,
@@ -201,6 +206,7 @@ def build(
     tag: str,
     matrix: MatrixOption = matrix_mod.DEFAULT_MATRIX,
     out_dir: OutDirOption = None,
+    runs: RunsOption = DEFAULT_RUNS,
     mirror: MirrorOption = None,
     require_gpu: Annotated[
         bool, typer.Option("--require-gpu", help="GPU checks fail without a GPU.")
@@ -230,6 +236,7 @@ def build(
         tag,
         mirror=mirror,
         out=out_dir or render.images_dir(m.path),
+        runs=runs,
         output=out,
         require_gpu=require_gpu,
         smoke_timeout=smoke_timeout,
@@ -637,9 +644,9 @@ def report_cell_command(
     ],
     build_seconds: Annotated[float | None, typer.Option("--build-seconds")] = None,
     size_bytes: Annotated[int | None, typer.Option("--size-bytes")] = None,
-    log: Annotated[Path | None, typer.Option("--log", help="Default: IMAGES/<tag>/build.log.")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Default: RUNS/<tag>/build.log.")] = None,
     detail: Annotated[str | None, typer.Option("--detail")] = None,
-    images: Annotated[Path, typer.Option("--images", help="Where the build left its files.")] = DEFAULT_OUT,
+    runs: RunsOption = DEFAULT_RUNS,
     out_dir: Annotated[Path, typer.Option("--out", "-o")] = Path("reports/cells"),
     platform: Annotated[
         str | None,
@@ -665,7 +672,7 @@ def report_cell_command(
         size_bytes=size_bytes,
         log=log,
         detail=detail,
-        run_dir=images,
+        run_dir=runs,
         out_dir=out_dir,
         platform=platform,
         platform_dir=platform_dir,

@@ -204,7 +204,8 @@ def verify_cell(cell: Cell, run: VerifyRun) -> Record:
     free = _free_gb()
     if free < min_free_gb:
         return Record(cell.tag, "skipped", detail=f"only {free:.0f} GB free on the engine's disk")
-    command = [sys.executable, "-m", "builder", "build", cell.tag, "--mirror", mirror, "--out", str(out)]
+    command = [sys.executable, "-m", "builder", "build", cell.tag, "--mirror", mirror]
+    command += ["--out", str(out), "--runs", str(out)]
     command += wheel_cache.build_options(cache, offline=False)
     cached_before = wheel_cache.stored_bytes(cache) if cache else 0
     started = time.monotonic()

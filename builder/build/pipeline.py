@@ -20,7 +20,7 @@ from builder.build.render import (
     write,
 )
 from builder.errors import ConfigError, MirrorError
-from builder.model import compat, profiles
+from builder.model import compat, naming, profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
 from builder.model.naming import CONTENT_HASH_LABEL, immutable_tag, local_references, requirements_path
@@ -112,7 +112,7 @@ def build_cell(
     *,
     out: Path,
     output: Output,
-    run_dir: Path | None = None,
+    runs: Path = Path(naming.RUNS_DIR),
     run_smoke: bool = True,
     require_gpu: bool = False,
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
@@ -123,14 +123,12 @@ def build_cell(
     """Build one cell (for one of its platforms: another CPU than the engine's runs under QEMU); tags
     are created only after the smoke suite passed.
 
-    The rendered files go to `out/<tag>/`; the run's output (build.log, smoke-result.json) to `run_dir`
-    (default: next to them; `<platform>/` below it for a platform other than the cell's first).
+    The rendered files go to `out/<tag>/`; the run's output (build.log, smoke-result.json) to the run
+    folder `runs/<tag>/` (`runs/<tag>/<platform>/` for a platform other than the cell's first).
     """
     write(out, cell.tag, renderer.files(cell))
-    run_dir = run_dir if run_dir is not None else out / cell.tag
+    run_dir = Path(naming.run_dir(str(runs), cell, platform))
     other = platform is not None and platform != cell.platforms[0]
-    if platform is not None and other:
-        run_dir = run_dir / tag_suffix(platform)
     engine_platform = platform if platform is not None and platform != engine.native_platform() else None
     name = f"{cell.tag} ({platform})" if platform is not None and len(cell.platforms) > 1 else cell.tag
     context = build_context(renderer, cell, profile, lock_data)
@@ -252,6 +250,7 @@ def build(
     mirror: str | None,
     out: Path,
     output: Output,
+    runs: Path = Path(naming.RUNS_DIR),
     require_gpu: bool = False,
     smoke_timeout: float = gate.DEFAULT_TIMEOUT_S,
     nocache: bool = False,
@@ -279,6 +278,7 @@ def build(
                 lock_data=lock.read(lock.lock_path(m.path)),
                 out=out,
                 output=output,
+                runs=runs,
                 require_gpu=require_gpu,
                 smoke_timeout=smoke_timeout,
                 nocache=nocache,

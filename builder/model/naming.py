@@ -41,6 +41,7 @@ ROLE_LABEL = f"{LABEL_PREFIX}.role"  # on the containers this tool starts
 DOCKER_HUB = "docker.io"
 PYTORCH_INDEX = "https://download.pytorch.org/whl/{index}"  # {index}: cu128, cpu, ...
 CELLS_DIR = "images"  # images/<tag>/: what each cell renders (Dockerfile, cell.json) and its hash lock
+RUNS_DIR = "reports/build"  # reports/build/<tag>/: what a `build` run leaves (build.log, smoke-result.json)
 DEFAULT_PLATFORM = "linux-amd64"
 
 _HOST_RE = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$")
@@ -175,6 +176,14 @@ def requirements_path(tag: str, platform: str = DEFAULT_PLATFORM) -> str:
     """A cell's hash lock (every distribution of its venv, `uv pip compile --generate-hashes` format)
     relative to the folder holding `images/`: `images/<tag>/requirements.linux-amd64.txt`."""
     return f"{CELLS_DIR}/{tag}/{requirements_name(platform)}"
+
+
+def run_dir(root: str, cell: Cell, platform: str | None = None) -> str:
+    """Where a build run of `cell` leaves its output below `root`: `<root>/<tag>`, and a folder per
+    platform (`<root>/<tag>/linux-arm64`) for every platform but the cell's first."""
+    if platform is None or platform == cell.platforms[0]:
+        return f"{root}/{cell.tag}"
+    return f"{root}/{cell.tag}/{platform.replace('/', '-')}"
 
 
 # --- image references ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from builder.errors import ConfigError
+from builder.model import naming
 from builder.model.cell import Cell
 from builder.model.platforms import tag_suffix
 
@@ -76,10 +77,8 @@ def results_dir(cell: Cell, platform: str) -> str:
 
 
 def run_dir(cell: Cell, platform: str) -> str:
-    """Where `build` leaves a platform's build.log and smoke-result.json (the first platform: the cell's)."""
-    return (
-        f"images/{cell.tag}" if platform == cell.platforms[0] else f"images/{cell.tag}/{tag_suffix(platform)}"
-    )
+    """Where `build` leaves a platform's build.log and smoke-result.json in the job's checkout."""
+    return naming.run_dir(naming.RUNS_DIR, cell, platform)
 
 
 def github(cells: Sequence[Cell], runners: Runners = GITHUB_RUNNERS) -> dict[str, list[dict[str, Any]]]:

@@ -319,7 +319,7 @@ class CellRunner:
                     cell,
                     self.profile,
                     out=self.options.out,
-                    run_dir=run_dir,
+                    runs=self.options.run_dir,
                     output=self.output,
                     lock_data=self.lock_data,
                     platform=platform if multi else None,  # another CPU than the engine's: under QEMU

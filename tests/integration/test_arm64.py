@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from builder.model import matrix, platforms
-from builder.model.naming import floating_tag, immutable_tag
+from builder.model.naming import RUNS_DIR, floating_tag, immutable_tag
 from tests.integration.conftest import Cli
 from tests.integration.loopback_registry import LoopbackRegistry, serving_registry
 from tools import sandbox
@@ -66,7 +66,7 @@ def test_both_platforms_build_smoke_and_push_as_one_index(
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads(result.stdout)
     assert [p["platform"] for p in doc["platforms"]] == ["linux/amd64", "linux/arm64"]
-    arm = json.loads((Path("images") / TAG / "linux-arm64" / "smoke-result.json").read_text())
+    arm = json.loads((Path(RUNS_DIR) / TAG / "linux-arm64" / "smoke-result.json").read_text())
     checks = {c["name"]: c for c in arm["checks"]}
     assert checks["python"]["detail"].endswith("(aarch64)")
     assert checks["torch"]["status"] == "pass"

@@ -19,7 +19,7 @@ import yaml
 
 from builder.build.sbom import SBOM_LABEL, SBOM_PATH
 from builder.model import matrix, profiles
-from builder.model.naming import requirements_path
+from builder.model.naming import RUNS_DIR, requirements_name, requirements_path
 from tests.conftest import REPO
 from tests.integration.conftest import Cli
 
@@ -92,7 +92,7 @@ def test_cpu_image_uses_the_profile_mirrors(
 
 
 def test_build_log_is_written(cpu_build: subprocess.CompletedProcess[str], repo: Path) -> None:
-    log = (repo / "images" / CPU_TAG / "build.log").read_text()
+    log = (repo / RUNS_DIR / CPU_TAG / "build.log").read_text()
     assert "Step 1/" in log
     assert "Successfully built" in log
 
@@ -141,7 +141,8 @@ def test_a_matrix_outside_the_checkout_builds_from_any_directory(
     assert "smoke tests passed" in result.stderr
     cell_dir = project / "images" / CPU_TAG
     assert (cell_dir / "Dockerfile").read_bytes() == (REPO / "images" / CPU_TAG / "Dockerfile").read_bytes()
-    assert "Successfully built" in (cell_dir / "build.log").read_text()
+    assert "Successfully built" in (elsewhere / RUNS_DIR / CPU_TAG / "build.log").read_text()
+    assert sorted(p.name for p in cell_dir.iterdir()) == ["Dockerfile", "cell.json", requirements_name()]
     assert not (elsewhere / "images").exists()
     assert engine.image_attrs(CPU_IMAGE)["RootFS"]["Layers"] == layers
 
@@ -274,7 +275,7 @@ def test_interrupt_leaves_no_tag_and_no_container(cpu_build, project_copy: Path,
     containers_before = {c.id for c in engine.client.containers.list(all=True)}
     marker = f"long-step-{uuid.uuid4().hex[:8]}"  # a layer cache never holds this step finished
     add_override(project_copy, {"select": CPU_TAG, "snippet": f"RUN echo {marker} && sleep 120"})
-    log = project_copy / "images" / CPU_TAG / "build.log"
+    log = project_copy / RUNS_DIR / CPU_TAG / "build.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "builder", "build", CPU_TAG, "--out", str(project_copy / "images")],
         cwd=project_copy,
@@ -302,7 +303,7 @@ def test_cuda_slim_image_from_local_wheels(cli: Cli, engine) -> None:  # type: i
     result = cli("build", CUDA_TAG)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(
-        (Path(__file__).resolve().parents[2] / "images" / CUDA_TAG / "smoke-result.json").read_text()
+        (Path(__file__).resolve().parents[2] / RUNS_DIR / CUDA_TAG / "smoke-result.json").read_text()
     )
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["cuda_version"]["status"] == "pass" and "13.0" in checks["cuda_version"]["detail"]

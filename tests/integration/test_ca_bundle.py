@@ -206,7 +206,18 @@ def test_the_profile_bundle_makes_the_build_trust_the_mirror(
     bundle.write_bytes(sandbox_bundle(local_env) + b"\n" + test_ca.ca_pem)
     matrix = project_with_profile(project_copy, tls_index.url, bundle)
     out = project_copy / "images"
-    result = cli("build", TAG, "--matrix", str(matrix), "--mirror", PROFILE, "--out", str(out))
+    result = cli(
+        "build",
+        TAG,
+        "--matrix",
+        str(matrix),
+        "--mirror",
+        PROFILE,
+        "--out",
+        str(out),
+        "--runs",
+        str(out / "runs"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]  # built, smoke-tested and tagged
     fetched = [path for path in tls_index.requested if path.startswith("/files/torch-2.13.0")]
     assert fetched, f"the torch wheel did not come from the TLS mirror: {tls_index.requested[-20:]}"
@@ -232,9 +243,11 @@ def test_without_the_test_ca_the_build_fails_on_the_certificate(
         PROFILE,
         "--out",
         str(out),
+        "--runs",
+        str(out / "runs"),
         extra_env={"SSL_CERT_FILE": str(host_trust)},  # the host trusts the CA: the preflight passes
     )
-    log = out / TAG / "build.log"
+    log = out / "runs" / TAG / "build.log"
     text = result.stderr + (log.read_text() if log.is_file() else "")
     assert result.returncode == 1, text[-3000:]
     assert "unreachable" not in result.stderr  # not the host's preflight: pip inside the build

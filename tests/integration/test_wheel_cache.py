@@ -108,6 +108,7 @@ def test_offline_cache_serves_a_build_with_the_upstream_gone(
     try:
         matrix = _matrix(project_copy, upstream_url, cached_index)
         args = ["build", TAG, "--matrix", str(matrix), "--mirror", "proxied", "--out", str(tmp_path / "out")]
+        args += ["--runs", str(tmp_path / "out")]
         warm = cli(*args, "--wheel-cache", str(cache))
         assert warm.returncode == 0, warm.stderr[-3000:]
         held = wheel_cache.stored_bytes(cache)

@@ -73,7 +73,7 @@ def test_arm64_jobs_run_on_native_arm64_runners(github_matrix: dict[str, Any]) -
         expected = ci_matrix.GITHUB_ARM64_GPU_RUNNER if job["gpu"] else ci_matrix.GITHUB_ARM64_CPU_RUNNER
         assert job["runner"] == list(expected)
         assert job["image"] == f"{job['tag']}-linux-arm64"  # the per-platform local name `build` gives it
-        assert job["logs"] == f"images/{job['tag']}/linux-arm64"
+        assert job["logs"] == f"reports/build/{job['tag']}/linux-arm64"
         assert job["results"] == "reports/cells/linux-arm64"  # never the amd64 job's result file
 
 

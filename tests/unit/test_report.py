@@ -234,7 +234,7 @@ def test_report_commands(cli: InProcessCli, tmp_path: Path) -> None:
     }
     (cell_dir / "smoke-result.json").write_text(json.dumps(smoke))
     cells = tmp_path / "cells"
-    common = ["--images", str(images), "--out", str(cells)]
+    common = ["--runs", str(images), "--out", str(cells)]
     recorded = cli(
         "report", "cell", "2.9-cpu-ubuntu22.04", "--status", "failure", "--build-seconds", "61", *common
     )
