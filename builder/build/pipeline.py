@@ -128,7 +128,6 @@ def build_cell(
     """
     write(out, cell.tag, renderer.files(cell))
     run_dir = Path(naming.run_dir(str(runs), cell, platform))
-    other = platform is not None and platform != cell.platforms[0]
     engine_platform = platform if platform is not None and platform != engine.native_platform() else None
     name = f"{cell.tag} ({platform})" if platform is not None and len(cell.platforms) > 1 else cell.tag
     context = build_context(renderer, cell, profile, lock_data)

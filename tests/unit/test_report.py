@@ -269,7 +269,7 @@ def test_a_multi_platform_cell_shows_each_platform(cli: InProcessCli, tmp_path: 
     (arm_dir / "smoke-result.json").write_text(json.dumps(smoke))
     (images / tag / "build.log").write_text("amd64 built\n")
     cells = tmp_path / "cells"
-    common = ["--images", str(images)]
+    common = ["--runs", str(images)]
     amd = cli(
         "report",
         "cell",
