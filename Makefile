@@ -72,7 +72,7 @@ deps: ## Install the Debian packages the sandbox and the tests need (a quick no-
 	@sh scripts/test-deps.sh
 
 test: deps $(PY) ## Unit and integration tests: installs what is missing, starts the sandbox (root)
-	$(PY) -m pytest -m "not gpu and not emulated" tests
+	$(PY) -m pytest -m "not gpu and not emulated and not long" tests
 
 test-unit: $(PY) ## Unit tests only (no engine)
 	$(PY) -m pytest tests/unit

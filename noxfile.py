@@ -1,5 +1,5 @@
-"""nox sessions: lint, unit, e2e (real engine + sandbox), arm64 (linux/arm64 under QEMU, slow), gpu (on a
-machine with an NVIDIA GPU)."""
+"""nox sessions: lint, unit, e2e (real engine + sandbox), long (two no-cache CUDA builds), arm64 (linux/arm64
+under QEMU, slow), gpu (on a machine with an NVIDIA GPU)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def e2e(session: nox.Session) -> None:
     """Integration tests against a real Docker engine and the loopback sandbox (root)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "integration and not emulated", "tests", *session.posargs)
+
+
+@nox.session
+def long(session: nox.Session) -> None:
+    """Two `--no-cache` builds of 2.14-cuda13.0-debian12 give identical layers (root; about 10 minutes)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "long", "tests/integration/test_reproducible.py", *session.posargs)
 
 
 @nox.session

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -101,3 +102,53 @@ def project_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "images", tmp_path / "images", ignore=only_hash_locks)
     shutil.copytree(SHIPPED_TEMPLATES, tmp_path / "templates")
     return tmp_path
+
+
+def checkout_copy(folder: Path, *, another_machine: bool = False) -> Path:
+    """What git would check out (tracked and untracked-not-ignored files) copied into folder, with their
+    times and modes; with another_machine, every file and folder takes the time of the copy and group
+    write (a clone made elsewhere, under umask 002)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            if another_machine:
+                shutil.copy(REPO / name, folder / name)
+                (folder / name).chmod((REPO / name).stat().st_mode & 0o777 | 0o020)
+            else:
+                shutil.copy2(REPO / name, folder / name)
+    if another_machine:
+        for sub in (p for p in folder.rglob("*") if p.is_dir()):
+            sub.chmod(0o775)
+    return folder
+
+
+def plain_docker_build(
+    checkout: Path, tag: str, local_env: dict[str, str], *options: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The documented `docker build -f images/<tag>/Dockerfile .` in checkout (the legacy builder), with the
+    local profile's build args and its CA in certs/ (as a team behind a TLS proxy would put it); the result
+    and the built image's ID ("" when it failed)."""
+    from builder.model import matrix, profiles
+
+    with mock.patch.dict(os.environ, local_env):
+        m = matrix.load(REPO / "matrix.yaml")
+        profile = profiles.resolve(m, "local")
+    if profile.ca_bundle is not None:
+        (checkout / "certs" / "extra-ca.crt").write_bytes(profile.ca_bundle.read_bytes())
+    build_args = [f"--build-arg={k}={v}" for k, v in profile.build_args(m.cell(tag)).items()]
+    iidfile = checkout.with_name(f"{checkout.name}.iid")
+    iidfile.unlink(missing_ok=True)
+    command = ["docker", "build", *options, "-f", f"images/{tag}/Dockerfile", "--network", "host"]
+    result = subprocess.run(
+        [*command, *build_args, "--iidfile", str(iidfile), "."],
+        cwd=checkout,
+        env={**local_env, "DOCKER_BUILDKIT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    return result, iidfile.read_text().strip() if iidfile.exists() else ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -12,16 +11,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import yaml
 
 from builder.build.sbom import SBOM_LABEL, SBOM_PATH
-from builder.model import matrix, profiles
 from builder.model.naming import RUNS_DIR, requirements_name, requirements_path
 from tests.conftest import REPO
-from tests.integration.conftest import Cli
+from tests.integration.conftest import Cli, checkout_copy, plain_docker_build
 
 pytestmark = pytest.mark.integration
 
@@ -153,43 +150,9 @@ def test_docker_build_without_the_tool_builds_the_same_layers(
     """The documented command, from a checkout (the profile's CA in certs/, as a team behind a TLS proxy
     would put it): the root .dockerignore keeps the context small, and every layer comes from the cache of
     the tool's build, so both build the same image."""
-    checkout = tmp_path / "checkout"
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (REPO / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, checkout / name)
-    with mock.patch.dict(os.environ, local_env):
-        m = matrix.load(REPO / "matrix.yaml")
-        profile = profiles.resolve(m, "local")
-    if profile.ca_bundle is not None:
-        (checkout / "certs" / "extra-ca.crt").write_bytes(profile.ca_bundle.read_bytes())
-    build_args = [f"--build-arg={k}={v}" for k, v in profile.build_args(m.cell(CPU_TAG)).items()]
-    iidfile = tmp_path / "iid"
-    result = subprocess.run(
-        [
-            "docker",
-            "build",
-            "-f",
-            f"images/{CPU_TAG}/Dockerfile",
-            "--network",
-            "host",
-            *build_args,
-            "--iidfile",
-            str(iidfile),
-            ".",
-        ],
-        cwd=checkout,
-        env={**local_env, "DOCKER_BUILDKIT": "0"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    checkout = checkout_copy(tmp_path / "checkout")
+    result, image = plain_docker_build(checkout, CPU_TAG, local_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    image = iidfile.read_text().strip()
     try:
         sent = re.search(r"Sending build context to Docker daemon\s+([\d.]+)kB", result.stdout)
         assert sent, result.stdout[:2000]

@@ -14,7 +14,7 @@ import sys
 import tarfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -92,14 +92,26 @@ def instructions(text: str) -> list[str]:
 
 
 def copy_sources(text: str) -> list[str]:
-    """Every source of every COPY (all words but the instruction, its --flags and the destination)."""
+    """Every build-context source of every COPY (all words but the instruction, its --flags and the
+    destination; a `COPY --from=` copies from a stage, not the context)."""
     return [
         word
         for line in instructions(text)
-        if line.startswith("COPY ")
+        if line.startswith("COPY ") and "--from=" not in line
         for word in line.split()[1:-1]
         if not word.startswith("--")
     ]
+
+
+def image_layer(text: str, source: str) -> tuple[str, str]:
+    """(the folder of the files stage, the path in the image) where a context file lands: the files stage
+    COPYs it to `/files/<layer>/<path in the image>`, and the layer copies that folder onto / (asserted)."""
+    found = re.search(rf"^COPY [^\n]*{re.escape(source)} (/files/([^/]+)(/\S*))$", stage(text, "files"), re.M)
+    assert found, f"the files stage copies no {source}"
+    destination, layer = found[1], found[2]
+    path = found[3] + PurePosixPath(source).name if destination.endswith("/") else found[3]
+    assert f"COPY --from=files /files/{layer}/ /\n" in text, layer
+    return layer, path
 
 
 # --- what the Dockerfiles say ----------------------------------------------------------------------------
@@ -110,7 +122,11 @@ def test_cpu_cell_pins_the_cpu_wheel_from_the_pytorch_cpu_index(
 ) -> None:
     text = dockerfile(rendered, "2.13-cpu-debian12")
     # the torch stage installs the cell's hash lock, which pins the +cpu wheel
-    assert f"COPY {requirements_path('2.13-cpu-debian12')} /opt/pytorch-cuda-images/requirements.txt" in text
+    assert image_layer(text, requirements_path("2.13-cpu-debian12")) == (
+        "lock",
+        "/opt/pytorch-cuda-images/requirements.txt",
+    )
+    assert "COPY --from=files /files/lock/ /\n" in stage(text, "torch")
     assert "torch==2.13.0+cpu \\\n" in (REPO / requirements_path("2.13-cpu-debian12")).read_text()
     assert arg_default(text, "TORCH_INDEX_URL") == ["https://download.pytorch.org/whl/cpu"]
     assert "FROM ${BASE_REGISTRY}/library/debian:12${BASE_DIGEST} AS base" in text
@@ -153,7 +169,8 @@ def test_pytorch_index_cuda_cells_pin_the_local_label(
     assert "torch==2.7.1+cu118" in roots["torch"]
     for pin in ("torchvision==0.22.1+cu118", "torchaudio==2.7.1+cu118"):
         assert pin in roots["devtools"]
-    assert f"COPY {requirements_path('2.7-cuda11.8-ubuntu22.04-full')} " in stage(full, "devtools")
+    assert image_layer(full, requirements_path("2.7-cuda11.8-ubuntu22.04-full"))[0] == "full-lock"
+    assert "COPY --from=files /files/full-lock/ /\n" in stage(full, "devtools")
     assert set(arg_default(full, "TORCH_INDEX_URL")) == {"https://download.pytorch.org/whl/cu118"}
 
 
@@ -175,14 +192,16 @@ def test_stages(rendered: dict[str, dict[str, bytes]], tag: str) -> None:
     text = dockerfile(rendered, tag)
     froms = re.findall(r"^FROM .*$", text, re.M)
     if tag.endswith("-full"):
-        assert froms[1:] == ["FROM base AS torch", "FROM torch AS devtools", "FROM devtools AS full"]
+        assert froms[2:] == ["FROM base AS torch", "FROM torch AS devtools", "FROM devtools AS full"]
         assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint.sh"]' in stage(text, "devtools")
-        assert f"COPY {ENTRYPOINT_PATH} /usr/local/bin/entrypoint.sh\n" in stage(text, "devtools")
+        assert image_layer(text, ENTRYPOINT_PATH) == ("dev", "/usr/local/bin/entrypoint.sh")
+        assert "COPY --from=files /files/dev/ /\n" in stage(text, "devtools")
     else:
-        assert froms[1:] == ["FROM base AS torch", "FROM torch AS slim"]
+        assert froms[2:] == ["FROM base AS torch", "FROM torch AS slim"]
         assert "AS full" not in text and "AS devtools" not in text
         assert "entrypoint.sh" not in text
-    assert froms[0].startswith("FROM ${BASE_REGISTRY}/") and froms[0].endswith(" AS base")
+    assert froms[0].startswith("FROM ${BASE_REGISTRY}/") and froms[0].endswith(" AS files")
+    assert froms[1] == froms[0].replace(" AS files", " AS base")
     assert text.startswith("# Rendered by pytorch-cuda-images")
     assert f"#   docker build -f images/{tag}/Dockerfile .\n" in text
     assert "ARG BASE_REGISTRY=docker.io\n" in text
@@ -199,8 +218,9 @@ def test_every_base_is_pinnable_by_a_digest_build_arg(
         head = instructions(text[: text.index("\nFROM ")])
         assert head == ["ARG BASE_REGISTRY=docker.io", "ARG BASE_DIGEST="], cell.tag
         froms = re.findall(r"^FROM .*$", text, re.M)
-        assert froms[0] == f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}} AS base", cell.tag
-        assert all("${BASE_" not in line for line in froms[1:]), cell.tag
+        base = f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}}"
+        assert froms[:2] == [f"{base} AS files", f"{base} AS base"], cell.tag
+        assert all("${BASE_" not in line for line in froms[2:]), cell.tag
 
 
 def test_the_cell_files_come_last_in_layers_of_their_own(
@@ -214,13 +234,20 @@ def test_the_cell_files_come_last_in_layers_of_their_own(
         final = instructions(stage(text, cell.variant))
         assert final[0] == f"FROM {'devtools' if cell.variant == 'full' else 'torch'} AS {cell.variant}"
         layers = [line for line in instructions(text) if line.split()[0] in LAYER_INSTRUCTIONS]
-        assert layers[-2:] == [
-            f"COPY {paths.cell_json} /opt/pytorch-cuda-images/cell.json",
-            f"COPY {paths.suite} /opt/pytorch-cuda-images/smoke.py",
-        ], cell.tag
+        assert layers[-2:] == ["COPY --from=files /files/cell/ /", "COPY --from=files /files/suite/ /"], (
+            cell.tag
+        )
+        assert image_layer(text, paths.cell_json) == ("cell", "/opt/pytorch-cuda-images/cell.json"), cell.tag
+        assert image_layer(text, paths.suite) == ("suite", "/opt/pytorch-cuda-images/smoke.py"), cell.tag
         assert [line.split()[0] for line in final[1:]] == ["COPY", "COPY", "LABEL"], cell.tag
         assert re.findall(r"^FROM .* AS (\S+)$", text, re.M)[-1] == cell.variant  # the default target
-        assert text.count(SUITE_PATH) == 1 and text.count("cell.json /opt") == 1, cell.tag
+        assert text.count(SUITE_PATH) == 1 and text.count("/files/cell/") == 2, cell.tag
+        # the folders hold only their own files, so the layers above the torch stage take nothing else
+        files = instructions(stage(text, "files"))
+        assert [line for line in files if "/files/cell/" in line or "/files/suite/" in line] == [
+            f"COPY {paths.cell_json} /files/cell/opt/pytorch-cuda-images/cell.json",
+            f"COPY {paths.suite} /files/suite/opt/pytorch-cuda-images/smoke.py",
+        ], cell.tag
 
 
 def test_full_cells_carry_the_development_environment(
@@ -229,7 +256,7 @@ def test_full_cells_carry_the_development_environment(
     pieces = (
         "build-essential git curl less openssh-server procps python3-dev tini vim-tiny",
         # kept, not deleted: a file deleted from a lower layer leaves a whiteout with the build's time
-        f"COPY {DEV_SETUP_PATH} /opt/pytorch-cuda-images/dev-setup.sh\nRUN t=$(date +%s.%N) \\\n"
+        "COPY --from=files /files/dev/ /\nRUN t=$(date +%s.%N) \\\n"
         " && sh /opt/pytorch-cuda-images/dev-setup.sh \\\n && sh /opt/pytorch-cuda-images/settle-layer.sh",
         "rm -rf /etc/ssh/ssh_host_*",  # host keys are made at first start, never baked
         "WORKDIR /workspace\nEXPOSE 8888 22\n",
@@ -240,6 +267,7 @@ def test_full_cells_carry_the_development_environment(
         for piece in pieces:
             if cell.variant == "full":
                 assert piece in stage(text, "devtools"), (cell.tag, piece)
+                assert image_layer(text, DEV_SETUP_PATH) == ("dev", "/opt/pytorch-cuda-images/dev-setup.sh")
                 roots = stage_roots(cell)["devtools"]
                 assert cell.pinned("torchvision", cell.torchvision_version) in roots
                 assert {"jupyterlab", "matplotlib", "ninja", "pandas"} <= set(roots)
@@ -820,7 +848,7 @@ def test_cells_sharing_os_python_and_base_render_the_same_base_stage(default_mat
     stages: dict[tuple[str, str], set[str]] = {}
     for cell in default_matrix.cells:
         text = renderer.files(cell)["Dockerfile"].decode()
-        base = text[text.index("FROM ${BASE_REGISTRY}") : text.index("# --- torch")]
+        base = text[text.index("# --- base") : text.index("# --- torch")]
         stages.setdefault((cell.base_image, cell.python_version), set()).add(base)
     assert len(stages) >= 4
     assert all(len(variants) == 1 for variants in stages.values()), {k: len(v) for k, v in stages.items()}
