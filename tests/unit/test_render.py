@@ -81,8 +81,14 @@ def stage(text: str, name: str) -> str:
 
 
 def arg_default(text: str, name: str) -> list[str]:
-    """Every default given to `ARG name=...` (one per stage that declares it)."""
-    return re.findall(rf"^ARG {name}=(.*)$", text, re.M)
+    """Every default given to `name=...` in an ARG instruction (one per stage that declares it)."""
+    return [
+        word.partition("=")[2]
+        for line in instructions(text)
+        if line.startswith("ARG ")
+        for word in line.split()[1:]
+        if word.partition("=")[0] == name and "=" in word
+    ]
 
 
 def instructions(text: str) -> list[str]:
