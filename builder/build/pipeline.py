@@ -151,6 +151,10 @@ def build_cell(
         build_args["BASE_DIGEST"] = f"@{locked}"
     elif profile.lock_bases:
         output.info(f"{cell.tag}: {base_ref} is not in matrix.lock for profile {profile.name}: using the tag")
+    if not locked and len(cell.platforms) > 1:
+        # A pull by tag for one platform records only that platform's manifest: each platform's content
+        # hash covers the index the tag names, as a locked digest and nightly's plan do.
+        base_digest = engine.registry_digest(base_ref, auth=None) or base_digest
     chash = cell_content_hash(context, platform_args(cell, platform, profile.build_args(cell)), base_digest)
     image_labels = labels(
         cell,
