@@ -210,7 +210,7 @@ def test_stages(rendered: dict[str, dict[str, bytes]], tag: str) -> None:
     assert froms[1] == froms[0].replace(" AS files", " AS base")
     assert text.startswith("# Rendered by pytorch-cuda-images")
     assert f"#   docker build -f images/{tag}/Dockerfile .\n" in text
-    assert "ARG BASE_REGISTRY=docker.io\n" in text
+    assert arg_default(text, "BASE_REGISTRY") == ["docker.io"]
     assert f'dev.pytorch-cuda-images.tag="{tag}"' in text
 
 
@@ -221,8 +221,13 @@ def test_every_base_is_pinnable_by_a_digest_build_arg(
     or official, declared before the first FROM."""
     for cell in default_matrix.cells:
         text = dockerfile(rendered, cell.tag)
-        head = instructions(text[: text.index("\nFROM ")])
-        assert head == ["ARG BASE_REGISTRY=docker.io", "ARG BASE_DIGEST="], cell.tag
+        head = text[: text.index("\nFROM ")]
+        assert [line.split()[0] for line in instructions(head)] == ["ARG"], cell.tag
+        assert arg_default(head, "BASE_REGISTRY") == ["docker.io"], cell.tag
+        assert arg_default(head, "BASE_DIGEST") == [""], cell.tag
+        # the arguments several stages read have their one default here; the stages only name them
+        for name in ("TORCH_INDEX_URL", "TORCH_FIND_LINKS", "PIP_BUILD_INDEX_URL", "SOURCE_DATE_EPOCH"):
+            assert len(arg_default(head, name)) == len(arg_default(text, name)) == 1, (cell.tag, name)
         froms = re.findall(r"^FROM .*$", text, re.M)
         base = f"FROM ${{BASE_REGISTRY}}/{cell.base_image}${{BASE_DIGEST}}"
         assert froms[:2] == [f"{base} AS files", f"{base} AS base"], cell.tag

@@ -76,7 +76,8 @@ def test_rendered_pip_steps_take_the_build_index(default_matrix: matrix.Matrix) 
     stages = text.split("\nFROM ")
     installing = [s for s in stages if "RUN python -B /opt/pytorch-cuda-images/install_lock.py" in s]
     assert len(installing) == 2, installing  # torch (slim), devtools (full)
-    assert all(re.search(r"^ARG .*\bPIP_BUILD_INDEX_URL= ", s, re.M) for s in installing)
+    assert all(re.search(r"^ARG .*\bPIP_BUILD_INDEX_URL\b", s, re.M) for s in installing)
+    assert " PIP_BUILD_INDEX_URL= " in text[: text.index("\nFROM ")]  # declared once, before the stages
     assert "pip install" not in text
     installer = (REPO / "builder/resources/install_lock.py").read_text()
     assert 'command += ["--index-url", os.environ["PIP_BUILD_INDEX_URL"]]' in installer
