@@ -14,6 +14,7 @@ import datetime as dt
 import http.server
 import ipaddress
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,25 +200,22 @@ def sandbox_bundle(local_env: dict[str, str]) -> bytes:
     return Path(bundle).read_bytes() if bundle else b""
 
 
+def build_with_profile(
+    cli: Cli, project: Path, matrix: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`build TAG` through the test profile, rendered into and logged under the project copy."""
+    out = project / "images"
+    args = ("--matrix", str(matrix), "--mirror", PROFILE, "--out", str(out), "--runs", str(project / "runs"))
+    return cli("build", TAG, *args, extra_env=extra_env)
+
+
 def test_the_profile_bundle_makes_the_build_trust_the_mirror(
     cli: Cli, local_env: dict[str, str], tls_index: TlsIndex, test_ca: CaFiles, project_copy: Path
 ) -> None:
     bundle = project_copy / "bundle.pem"
     bundle.write_bytes(sandbox_bundle(local_env) + b"\n" + test_ca.ca_pem)
     matrix = project_with_profile(project_copy, tls_index.url, bundle)
-    out = project_copy / "images"
-    result = cli(
-        "build",
-        TAG,
-        "--matrix",
-        str(matrix),
-        "--mirror",
-        PROFILE,
-        "--out",
-        str(out),
-        "--runs",
-        str(out / "runs"),
-    )
+    result = build_with_profile(cli, project_copy, matrix)
     assert result.returncode == 0, result.stderr[-3000:]  # built, smoke-tested and tagged
     fetched = [path for path in tls_index.requested if path.startswith("/files/torch-2.13.0")]
     assert fetched, f"the torch wheel did not come from the TLS mirror: {tls_index.requested[-20:]}"
@@ -232,22 +230,10 @@ def test_without_the_test_ca_the_build_fails_on_the_certificate(
     matrix = project_with_profile(project_copy, tls_index.url, bundle)
     host_trust = project_copy / "host-trust.pem"
     host_trust.write_bytes(test_ca.ca_pem)
-    out = project_copy / "images"
     served_before = len(tls_index.requested)
-    result = cli(
-        "build",
-        TAG,
-        "--matrix",
-        str(matrix),
-        "--mirror",
-        PROFILE,
-        "--out",
-        str(out),
-        "--runs",
-        str(out / "runs"),
-        extra_env={"SSL_CERT_FILE": str(host_trust)},  # the host trusts the CA: the preflight passes
-    )
-    log = out / "runs" / TAG / "build.log"
+    # the host trusts the CA, so the preflight passes
+    result = build_with_profile(cli, project_copy, matrix, {"SSL_CERT_FILE": str(host_trust)})
+    log = project_copy / "runs" / TAG / "build.log"
     text = result.stderr + (log.read_text() if log.is_file() else "")
     assert result.returncode == 1, text[-3000:]
     assert "unreachable" not in result.stderr  # not the host's preflight: pip inside the build
