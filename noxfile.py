@@ -36,7 +36,7 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def long(session: nox.Session) -> None:
-    """Two `--no-cache` builds of 2.14-cuda13.0-debian12 give identical layers (root; about 10 minutes)."""
+    """Two `--no-cache` builds of 2.14-cuda13.0-debian12 give identical layers (root; 3 to 8 minutes)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "long", "tests/integration/test_reproducible.py", *session.posargs)
 

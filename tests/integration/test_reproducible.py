@@ -3,7 +3,7 @@
 The CPU cell (part of `make test`, about three minutes): two tool builds give the same layer list, the SBOM
 layer included; a plain `docker build --no-cache` of a checkout whose files have other times and modes
 gives the same layers too (all but the SBOM, which the tool adds after the gate). The CUDA 13.0 cell
-(`long` marker: two 5-minute builds, `nox -s long`): two tool builds, the same layer list.
+(`long` marker: two CUDA builds, 3 to 8 minutes, `nox -s long`): two tool builds, the same layer list.
 """
 
 from __future__ import annotations
