@@ -1,0 +1,1 @@
+"""Integration tests: a real Docker engine, loopback registries and PyPI mirrors (the sandbox)."""

@@ -1,0 +1,1 @@
+"""Structure tests that run inside built images (pytest-testinfra, per variant)."""

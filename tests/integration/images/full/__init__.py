@@ -1,0 +1,1 @@
+"""Structure tests of the full variant (development environment)."""

@@ -1,0 +1,1 @@
+"""Structure tests of the slim variant (runtime only)."""
