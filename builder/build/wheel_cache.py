@@ -201,6 +201,12 @@ def running(directory: Path) -> WheelCacheServer | None:
     return server
 
 
+def init_command(devpi_init: str, server_dir: Path, password: str) -> list[str]:
+    """devpi-init's command line. The password is joined to its option with `=`: a token_urlsafe
+    password starts with `-` one time in 64, which argparse would take for an option."""
+    return [devpi_init, "--serverdir", str(server_dir), "--no-root-pypi", f"--root-passwd={password}"]
+
+
 def _initialise(directory: Path) -> str:
     """Create the devpi server folder once (no default root/pypi); returns the root password."""
     password_file = directory / PASSWORD_FILE
@@ -208,10 +214,9 @@ def _initialise(directory: Path) -> str:
         return password_file.read_text().strip()
     password = secrets.token_urlsafe(24)
     log = directory / "devpi-init.log"
-    command = [str(_executable("devpi-init")), "--serverdir", str(directory / SERVER_DIR), "--no-root-pypi"]
     with log.open("ab") as out:
         proc = subprocess.run(
-            [*command, "--root-passwd", password],
+            init_command(str(_executable("devpi-init")), directory / SERVER_DIR, password),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

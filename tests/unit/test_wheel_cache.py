@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -36,6 +37,16 @@ def test_server_command_binds_loopback_and_goes_offline_on_request(tmp_path: Pat
     assert online[online.index("--host") + 1] == "127.0.0.1"
     assert online[online.index("--serverdir") + 1] == str(tmp_path / wheel_cache.SERVER_DIR)
     assert "--offline-mode" not in online and offline[-1] == "--offline-mode"
+
+
+def test_devpi_init_takes_a_password_that_starts_with_a_dash(tmp_path: Path) -> None:
+    """secrets.token_urlsafe gives one in 64 such passwords; as a separate argument argparse refused it."""
+    command = wheel_cache.init_command(
+        str(wheel_cache._executable("devpi-init")), tmp_path / "server", "-x9_"
+    )
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "server").is_dir()
 
 
 def test_upstream_env_trusts_the_given_bundle(tmp_path: Path) -> None:
