@@ -657,14 +657,13 @@ def report_cell_command(
     """Record one cell's result (its smoke-result.json read for the failing check) as OUT/<tag>.json;
     with --platform, as that platform's row of the cell (`report render` merges a cell's rows)."""
     from builder.build.pipeline import check_platforms
-    from builder.model.platforms import tag_suffix
     from builder.operate import report
 
-    platform_dir = ""
+    run_folder = runs / naming.parse_tag(tag).tag
     if platform is not None:
         cell = matrix_mod.load(matrix).cell(tag)
         check_platforms(cell, [platform])
-        platform_dir = "" if platform == cell.platforms[0] else tag_suffix(platform)
+        run_folder = Path(naming.run_dir(str(runs), cell, platform))
     path, result = report.record_cell(
         tag,
         status,
@@ -672,10 +671,9 @@ def report_cell_command(
         size_bytes=size_bytes,
         log=log,
         detail=detail,
-        run_dir=runs,
+        run_folder=run_folder,
         out_dir=out_dir,
         platform=platform,
-        platform_dir=platform_dir,
     )
     Output().result(f"{path}: {result.status}")
 

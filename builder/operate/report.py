@@ -389,21 +389,19 @@ def record_cell(
     size_bytes: int | None,
     log: Path | None,
     detail: str | None,
-    run_dir: Path,
+    run_folder: Path,
     out_dir: Path,
     platform: str | None = None,
-    platform_dir: str = "",
 ) -> tuple[Path, CellResult]:
-    """`report cell`: one cell's result, its failing check read from
-    `run_dir/<tag>/[platform_dir/]smoke-result.json`, saved as `out_dir/<tag>.json`; (the file, the
-    result). With `platform` (one job of a multi-platform cell) it is also that platform's row."""
+    """`report cell`: one cell's result, its failing check read from the build's run folder
+    (`run_folder/smoke-result.json`), saved as `out_dir/<tag>.json`; (the file, the result). With
+    `platform` (one job of a multi-platform cell) it is also that platform's row."""
     tag = parse_tag(tag).tag
-    folder = run_dir / tag / platform_dir
-    smoke_file = folder / "smoke-result.json"
+    smoke_file = run_folder / "smoke-result.json"
     facts = smoke_facts(json.loads(smoke_file.read_text()) if smoke_file.is_file() else None)
     if detail is not None:
         facts["detail"] = detail
-    log_path = log or folder / "build.log"
+    log_path = log or run_folder / "build.log"
     result = CellResult.for_tag(
         tag,
         status,
