@@ -30,7 +30,7 @@ from builder.build import lock, pipeline, wheel_cache
 from builder.build.engine import Engine
 from builder.build.render import Renderer, templates_for
 from builder.errors import BuilderError, ConfigError, RegistryError, StoppedError
-from builder.model import profiles
+from builder.model import naming, profiles
 from builder.model.cell import Cell
 from builder.model.matrix import Matrix
 from builder.model.naming import (
@@ -40,7 +40,7 @@ from builder.model.naming import (
     local_references,
     parse_reference,
 )
-from builder.model.platforms import emulation_available, enable_hint, tag_suffix
+from builder.model.platforms import emulation_available, enable_hint
 from builder.model.profiles import ResolvedProfile
 from builder.operate import report
 from builder.output import Output
@@ -326,7 +326,7 @@ class CellRunner:
                 )
                 builds.append(built)
             building = None
-            rows = _platform_rows(cell, builds, runnable, run_dir) if multi else ()
+            rows = _platform_rows(cell, builds, runnable, self.options.run_dir) if multi else ()
             built = builds[0]
             if self.publisher is not None and multi:
                 for line in self.publisher.push_platforms(engine, cell, runnable, self.output):
@@ -338,7 +338,7 @@ class CellRunner:
             seconds = time.monotonic() - started
             if not (isinstance(exc, StoppedError) or engine.cancelled):
                 failed_rows = (
-                    _platform_rows(cell, builds, runnable, run_dir, failed=building)
+                    _platform_rows(cell, builds, runnable, self.options.run_dir, failed=building)
                     if len(cell.platforms) > 1
                     else ()
                 )
@@ -389,12 +389,13 @@ def _platform_rows(
     cell: Cell,
     builds: list[pipeline.BuiltCell],
     runnable: list[str],
-    run_dir: Path,
+    runs: Path,
     *,
     failed: str | None = None,
 ) -> tuple[report.PlatformResult, ...]:
     """A multi-platform cell's row per platform: each built one with its numbers, the one that `failed`
-    with its failing check (from its run folder), and those this engine cannot run as skipped."""
+    with its failing check (from its run folder below `runs`), and those this engine cannot run as
+    skipped."""
     rows = {
         b.platform: report.PlatformResult(
             b.platform,
@@ -406,8 +407,7 @@ def _platform_rows(
         for b in builds
     }
     if failed is not None:
-        folder = run_dir if failed == cell.platforms[0] else run_dir / tag_suffix(failed)
-        smoke_path = folder / "smoke-result.json"
+        smoke_path = Path(naming.run_dir(str(runs), cell, failed)) / "smoke-result.json"
         smoke = json.loads(smoke_path.read_text(encoding="utf-8")) if smoke_path.is_file() else None
         facts = report.smoke_facts(smoke)
         rows[failed] = report.PlatformResult(

@@ -309,9 +309,10 @@ def test_nightly_gives_a_multi_platform_cell_one_row_per_platform(tmp_path: Path
 
     cell = matrix.load().cell("2.14-cuda13.0-debian13")
     amd64 = BuiltCell(cell, "sha256:1", [], "h", 135.5, None, 5_750_000_000, platform="linux/amd64")
-    (tmp_path / "linux-arm64").mkdir()
+    arm_folder = tmp_path / cell.tag / "linux-arm64"  # the run folder below the runs root
+    arm_folder.mkdir(parents=True)
     smoke = {"total_s": 52.0, "checks": [{"name": "torch", "status": "fail", "detail": "SIGSEGV"}]}
-    (tmp_path / "linux-arm64" / "smoke-result.json").write_text(json.dumps(smoke))
+    (arm_folder / "smoke-result.json").write_text(json.dumps(smoke))
     rows = _platform_rows(cell, [amd64], list(cell.platforms), tmp_path, failed=ARM)
     assert [(r.platform, r.status, r.size_bytes, r.build_s) for r in rows] == [
         ("linux/amd64", "passed", 5_750_000_000, 135.5),
